@@ -1,0 +1,237 @@
+package consumer
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/batcher"
+	"github.com/kbatch/kbatch/offsets"
+)
+
+// Reset says where a partition with no committed offset starts.
+type Reset int
+
+const (
+	// ResetEarliest starts at the log start offset (Java: auto.offset.reset=earliest).
+	// The default, as for Kafka Connect sinks: nothing produced before the
+	// group first joined is skipped.
+	ResetEarliest Reset = iota
+	// ResetLatest starts at the end of the log (Java: auto.offset.reset=latest).
+	ResetLatest
+)
+
+// Protocol is the consumer group protocol.
+type Protocol int
+
+const (
+	// ProtocolClassic is the classic group protocol with the
+	// cooperative-sticky assignor (Java: partition.assignment.strategy=
+	// CooperativeStickyAssignor). The default.
+	ProtocolClassic Protocol = iota
+	// ProtocolConsumer is the KIP-848 protocol (Java: group.protocol=consumer):
+	// the broker assigns partitions. Needs Kafka 4.0+; 4.3+ recommended.
+	ProtocolConsumer
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolClassic:
+		return "classic"
+	case ProtocolConsumer:
+		return "consumer"
+	}
+	return fmt.Sprintf("Protocol(%d)", int(p))
+}
+
+// Retry is the backoff between attempts of a failing batch.
+type Retry struct {
+	// Initial is the wait before the second attempt. Default 100ms.
+	Initial time.Duration
+	// Max caps the wait, which doubles after each failure. Default 10s.
+	Max time.Duration
+}
+
+// Config configures a Consumer. The zero value of every optional field means
+// its default; defaults are filled in by New.
+type Config struct {
+	// Brokers are the seed brokers, host:port. Required.
+	// (Java: bootstrap.servers)
+	Brokers []string
+	// Group is the consumer group. Required. (Java: group.id)
+	Group string
+	// Topics are consumed. Required.
+	Topics []string
+
+	// Batch cuts batches. Defaults: MaxRecords 1000, MaxBytes 4 MiB,
+	// MaxWait 200ms measured from a batch's first record.
+	Batch batcher.Policy
+	// Commit is the commit window. Defaults: EveryRecords 50000,
+	// Interval 5s (Java: auto.commit.interval.ms=5000). Commits also happen
+	// on every revoke and on close.
+	Commit offsets.Policy
+	// CommitTimeout bounds one commit request. Default 10s.
+	CommitTimeout time.Duration
+	// Reset is where a partition without a committed offset starts.
+	// Default ResetEarliest.
+	Reset Reset
+	// Protocol is the group protocol. Default ProtocolClassic.
+	Protocol Protocol
+
+	// MaxBufferedRecords bounds the records this member holds (fetched and
+	// not yet handled, across all its partitions). Polling stops at the
+	// bound, and a partition whose own queue is over its share is paused.
+	// Default 20000.
+	MaxBufferedRecords int
+	// MaxBufferedBytes bounds the bytes (keys plus values) of those records.
+	// Default 64 MiB.
+	MaxBufferedBytes int
+
+	// DrainTimeout bounds how long a revoke or a close waits for the batches
+	// in flight before cancelling their context. Keep it well under the
+	// rebalance timeout (60s by default) or the member is kicked out of the
+	// group. Default 10s.
+	DrainTimeout time.Duration
+	// Retry is the backoff between attempts of a failing batch. A batch is
+	// retried until it succeeds or its partition is revoked, lost or closed;
+	// the other partitions go on meanwhile.
+	Retry Retry
+
+	// Logger receives the consumer's logs. Default: discard.
+	Logger *slog.Logger
+	// ClientOpts are passed to kgo.NewClient after kbatch's own options, to
+	// set TLS, SASL, client id, session timeout and the like. Options that
+	// kbatch must control (group callbacks, auto-commit, BlockRebalanceOnPoll)
+	// are overridden by kbatch.
+	ClientOpts []kgo.Opt
+}
+
+// Defaults.
+const (
+	DefaultMaxRecords         = 1000
+	DefaultMaxBytes           = 4 << 20
+	DefaultMaxWait            = 200 * time.Millisecond
+	DefaultCommitEveryRecords = 50000
+	DefaultCommitInterval     = 5 * time.Second
+	DefaultCommitTimeout      = 10 * time.Second
+	DefaultMaxBufferedRecords = 20000
+	DefaultMaxBufferedBytes   = 64 << 20
+	DefaultDrainTimeout       = 10 * time.Second
+	DefaultRetryInitial       = 100 * time.Millisecond
+	DefaultRetryMax           = 10 * time.Second
+)
+
+// withDefaults returns cfg with every zero optional field set to its default.
+func (cfg Config) withDefaults() Config {
+	if cfg.Batch == (batcher.Policy{}) {
+		cfg.Batch = batcher.Policy{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, MaxWait: DefaultMaxWait}
+	} else if cfg.Batch.MaxRecords == 0 {
+		cfg.Batch.MaxRecords = DefaultMaxRecords
+	}
+	if cfg.Commit == (offsets.Policy{}) {
+		cfg.Commit = offsets.Policy{EveryRecords: DefaultCommitEveryRecords, Interval: DefaultCommitInterval}
+	}
+	if cfg.CommitTimeout == 0 {
+		cfg.CommitTimeout = DefaultCommitTimeout
+	}
+	if cfg.MaxBufferedRecords == 0 {
+		cfg.MaxBufferedRecords = DefaultMaxBufferedRecords
+	}
+	if cfg.MaxBufferedBytes == 0 {
+		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Retry.Initial == 0 {
+		cfg.Retry.Initial = DefaultRetryInitial
+	}
+	if cfg.Retry.Max == 0 {
+		cfg.Retry.Max = DefaultRetryMax
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// validate names the first invalid field. It runs after withDefaults.
+func (cfg Config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(cfg.Brokers) == 0 {
+		return bad("Brokers", "at least one seed broker is required")
+	}
+	for i, b := range cfg.Brokers {
+		if b == "" {
+			return bad(fmt.Sprintf("Brokers[%d]", i), "empty address")
+		}
+	}
+	if cfg.Group == "" {
+		return bad("Group", "a consumer group is required")
+	}
+	if len(cfg.Topics) == 0 {
+		return bad("Topics", "at least one topic is required")
+	}
+	seen := map[string]bool{}
+	for i, t := range cfg.Topics {
+		if t == "" {
+			return bad(fmt.Sprintf("Topics[%d]", i), "empty topic name")
+		}
+		if seen[t] {
+			return bad(fmt.Sprintf("Topics[%d]", i), "topic %q listed twice", t)
+		}
+		seen[t] = true
+	}
+	if err := cfg.Batch.Validate(); err != nil {
+		return &ConfigError{Field: "Batch", Reason: err.Error()}
+	}
+	if err := cfg.Commit.Validate(); err != nil {
+		return &ConfigError{Field: "Commit", Reason: err.Error()}
+	}
+	if cfg.CommitTimeout < 0 {
+		return bad("CommitTimeout", "must be > 0, got %s", cfg.CommitTimeout)
+	}
+	if cfg.Reset != ResetEarliest && cfg.Reset != ResetLatest {
+		return bad("Reset", "unknown reset policy %d", cfg.Reset)
+	}
+	if cfg.Protocol != ProtocolClassic && cfg.Protocol != ProtocolConsumer {
+		return bad("Protocol", "unknown group protocol %d", cfg.Protocol)
+	}
+	if cfg.MaxBufferedRecords < 0 {
+		return bad("MaxBufferedRecords", "must be > 0, got %d", cfg.MaxBufferedRecords)
+	}
+	if cfg.MaxBufferedRecords < cfg.Batch.MaxRecords {
+		return bad("MaxBufferedRecords", "%d is below Batch.MaxRecords %d: a full batch could never be buffered", cfg.MaxBufferedRecords, cfg.Batch.MaxRecords)
+	}
+	if cfg.MaxBufferedBytes < 0 {
+		return bad("MaxBufferedBytes", "must be > 0, got %d", cfg.MaxBufferedBytes)
+	}
+	if cfg.DrainTimeout < 0 {
+		return bad("DrainTimeout", "must be > 0, got %s", cfg.DrainTimeout)
+	}
+	if cfg.Retry.Initial < 0 {
+		return bad("Retry.Initial", "must be > 0, got %s", cfg.Retry.Initial)
+	}
+	if cfg.Retry.Max < cfg.Retry.Initial {
+		return bad("Retry.Max", "%s is below Retry.Initial %s", cfg.Retry.Max, cfg.Retry.Initial)
+	}
+	return nil
+}
+
+// ConfigError is returned by New for an invalid Config; Field names the
+// offending field.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return "kbatch: invalid Config." + e.Field + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidConfig) true for every ConfigError.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }

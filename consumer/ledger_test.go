@@ -1,0 +1,104 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// ledger records, across all members of a test group, every record handed to
+// a handler, in the order the handlers saw them, per partition.
+type ledger struct {
+	mu       sync.Mutex
+	seq      map[int32][]int64 // partition -> offsets in handling order
+	distinct atomic.Int64
+	seen     map[[2]int64]bool
+}
+
+func newLedger() *ledger {
+	return &ledger{seq: map[int32][]int64{}, seen: map[[2]int64]bool{}}
+}
+
+func (l *ledger) add(b *Batch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range b.Records {
+		l.seq[r.Partition] = append(l.seq[r.Partition], r.Offset)
+		k := [2]int64{int64(r.Partition), r.Offset}
+		if !l.seen[k] {
+			l.seen[k] = true
+			l.distinct.Add(1)
+		}
+	}
+}
+
+// check returns lost, duplicates and order violations against the end
+// offsets (every offset below end was produced: no gaps).
+func (l *ledger) check(end map[int32]int64) (lost, dups, disorder int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for p, e := range end {
+		seen := map[int64]int{}
+		prev := int64(-1)
+		for _, o := range l.seq[p] {
+			seen[o]++
+			if o <= prev {
+				disorder++
+			}
+			prev = o
+		}
+		for o := int64(0); o < e; o++ {
+			switch n := seen[o]; {
+			case n == 0:
+				lost++
+			case n > 1:
+				dups += n - 1
+			}
+		}
+	}
+	return lost, dups, disorder
+}
+
+// waitUntil polls cond every 10ms until it holds or the deadline passes.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// member runs a consumer in the background; stop closes it and returns Run's error.
+type member struct {
+	c    *Consumer
+	done chan error
+}
+
+func startMember(t *testing.T, cfg Config, h Handler) *member {
+	t.Helper()
+	c, err := New(cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{c: c, done: make(chan error, 1)}
+	go func() { m.done <- c.Run(context.Background()) }()
+	t.Cleanup(func() { _ = m.stop() })
+	return m
+}
+
+func (m *member) stop() error {
+	_ = m.c.Close()
+	select {
+	case err := <-m.done:
+		m.done <- err
+		return err
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("member did not stop within 60s")
+	}
+}

@@ -1,0 +1,201 @@
+package kafkatest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+var (
+	embeddedOnce sync.Once
+	embedded     *kfake.Cluster
+	embeddedErr  error
+)
+
+// Kind says which broker Brokers returns: "env" or "kfake".
+func Kind() string {
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		return "env"
+	}
+	return "kfake"
+}
+
+// IsReal reports whether tests run against a real Kafka broker.
+func IsReal() bool { return Kind() != "kfake" }
+
+// Brokers returns the seed brokers for the test, starting the embedded
+// cluster on first use.
+func Brokers(t testing.TB) []string {
+	t.Helper()
+	if Kind() == "env" {
+		return strings.Split(os.Getenv("KAFKA_BROKERS"), ",")
+	}
+	embeddedOnce.Do(func() {
+		embedded, embeddedErr = NewEmbedded()
+	})
+	if embeddedErr != nil {
+		t.Fatalf("kafkatest: starting kfake: %v", embeddedErr)
+	}
+	return embedded.ListenAddrs()
+}
+
+// NewEmbedded starts a kfake cluster of three brokers on loopback ports. The
+// caller closes it. Tests use Brokers instead; this is for programs (the
+// quickstart, the bench) that want a broker of their own.
+func NewEmbedded(opts ...kfake.Opt) (*kfake.Cluster, error) {
+	base := []kfake.Opt{
+		kfake.NumBrokers(3),
+		kfake.AllowAutoTopicCreation(),
+	}
+	return kfake.NewCluster(append(base, opts...)...)
+}
+
+// Name returns a name unique to this test and run: prefix-testname-random.
+func Name(t testing.TB, prefix string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	n := strings.NewReplacer("/", "-", " ", "-", "#", "-").Replace(t.Name())
+	if len(n) > 80 {
+		n = n[:80]
+	}
+	return fmt.Sprintf("%s-%s-%s", prefix, n, hex.EncodeToString(b[:]))
+}
+
+// NewGroup returns a group name unique to the test.
+func NewGroup(t testing.TB) string { return Name(t, "g") }
+
+// NewTopic creates a topic unique to the test with the given partitions and
+// deletes it when the test ends.
+func NewTopic(t testing.TB, partitions int) string {
+	t.Helper()
+	brokers := Brokers(t)
+	topic := Name(t, "t")
+	adm := Admin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("kafkatest: creating topic %s: %v", topic, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = adm.DeleteTopics(ctx, topic)
+	})
+	return topic
+}
+
+// Admin returns an admin client closed when the test ends.
+func Admin(t testing.TB, brokers []string) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// Produce writes n records to topic, record i with key "k<i mod keys>"
+// spread over partitions by key hash, and value value(i). It waits until all
+// are acknowledged.
+func Produce(t testing.TB, brokers []string, topic string, n int, value func(i int) []byte) {
+	t.Helper()
+	if err := ProduceN(context.Background(), brokers, topic, n, 0, value); err != nil {
+		t.Fatalf("kafkatest: producing: %v", err)
+	}
+}
+
+// ProduceN writes n records; record i goes to partition i mod partitions
+// when partitions > 0 (a manual partitioner, so each partition gets an even
+// share), else by the default partitioner on the key.
+func ProduceN(ctx context.Context, brokers []string, topic string, n, partitions int, value func(i int) []byte) error {
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5 * time.Millisecond), kgo.MaxBufferedRecords(100000)}
+	if partitions > 0 {
+		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var (
+		mu      sync.Mutex
+		firstEr error
+		wg      sync.WaitGroup
+	)
+	for i := range n {
+		r := &kgo.Record{Key: []byte(fmt.Sprintf("k%d", i)), Value: value(i)}
+		if partitions > 0 {
+			r.Partition = int32(i % partitions)
+		}
+		wg.Add(1)
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				if firstEr == nil {
+					firstEr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return firstEr
+}
+
+// CommittedOffsets returns the group's committed offsets for topic.
+func CommittedOffsets(t testing.TB, brokers []string, group, topic string) map[int32]int64 {
+	t.Helper()
+	adm := Admin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.FetchOffsetsForTopics(ctx, group, topic)
+	if err != nil {
+		t.Fatalf("kafkatest: fetching offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	resp.Each(func(o kadm.OffsetResponse) {
+		if o.Err == nil && o.At >= 0 {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+// EndOffsets returns the end offset of each partition of topic.
+func EndOffsets(t testing.TB, brokers []string, topic string) map[int32]int64 {
+	t.Helper()
+	adm := Admin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("kafkatest: listing end offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	resp.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// Shutdown closes the embedded cluster if one was started. Call it from
+// TestMain after m.Run, before checking for leaked goroutines.
+func Shutdown() {
+	if embedded != nil {
+		embedded.Close()
+	}
+}
