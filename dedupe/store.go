@@ -1,0 +1,68 @@
+package dedupe
+
+import (
+	"context"
+	"time"
+
+	"github.com/kbatch/kbatch/offsets"
+)
+
+// Partition is the input partition a key belongs to. Stores keep state per
+// partition so that it can move with the partition when the group
+// rebalances.
+type Partition = offsets.Partition
+
+// Entry is what a store remembers of one idempotency key.
+type Entry struct {
+	// Attempts is the dequeue count: how many times the record was handed
+	// out, this delivery included (Begin increments it before returning).
+	Attempts int
+	// Markers are the names of the steps the handler declared finished, in
+	// the order they were first marked.
+	Markers []string
+	// Done is true once the record was handled successfully (or dead-lettered).
+	Done bool
+	// Expires is when the store may forget the key. Zero means the store's
+	// default retention applies.
+	Expires time.Time
+}
+
+// HasMarker reports whether the entry holds the marker.
+func (e Entry) HasMarker(m string) bool {
+	for _, x := range e.Markers {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// Store keeps idempotency entries. It is batch-oriented: one round trip per
+// batch to begin, one to mark done. Implementations are safe for concurrent
+// use by the workers of different partitions; calls for one partition come
+// from one goroutine at a time.
+//
+// Contract (the conformance suite in dedupe/dedupetest checks it):
+//   - Assign is called when the input partition is assigned, before its
+//     first Begin; a store that keeps state per partition loads it here.
+//     Assign fences writes made for p by any earlier owner: once Assign
+//     returns, an earlier owner's later writes do not overwrite this one's.
+//   - Begin durably increments Attempts of every key that is not done and
+//     returns the entries after the increment, in the order of keys. Done
+//     keys are returned as they are (Done true, Attempts unchanged).
+//   - Mark durably adds a marker to one key; Begin returns it later.
+//   - Done durably marks keys done; Begin returns them as done until they
+//     expire.
+//   - Release is called when the partition is revoked or lost; the store
+//     drops what it holds in memory for it. Calls for p after Release fail
+//     with ErrNotAssigned.
+//   - Malformed stored entries are reported (logged, counted) and skipped,
+//     never a crash and never a reason to stop the partition.
+type Store interface {
+	Assign(ctx context.Context, p Partition) error
+	Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error)
+	Mark(ctx context.Context, p Partition, key, marker string) error
+	Done(ctx context.Context, p Partition, keys []string) error
+	Release(p Partition)
+	Close() error
+}
