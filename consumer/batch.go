@@ -2,32 +2,51 @@ package consumer
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Handler handles one batch. It returns nil when every record of the batch
-// was handled; then the records count as complete for the commit. Any error
-// (or a panic, which becomes a *PanicError) retries the whole batch after a
-// backoff; the partition waits meanwhile, the others go on.
+// was handled; then the records count as complete for the commit. An error
+// (or a panic, which becomes a *PanicError) retries the batch after a
+// backoff; the partition waits meanwhile, the others go on. FailedAt(i, err)
+// says the records before i were handled, and Permanent(err) that retrying
+// cannot help (see DeadLetter).
 //
 // ctx is cancelled when the partition is lost, when a revoke or a close
 // outlasts DrainTimeout, or when the consumer stops hard. The handler must
 // not keep b or its Records after it returns.
 type Handler func(ctx context.Context, b *Batch) error
 
-// Batch is a run of consecutive records of one partition, in offset order.
+// Batch is a run of records of one partition, in offset order.
 type Batch struct {
 	Topic     string
 	Partition int32
 	// Records in offset order. Offsets may have gaps (compaction,
-	// transaction markers).
+	// transaction markers, and with Dedupe the records already done).
 	Records []*kgo.Record
-	// Attempt is 1 on the first delivery of this batch to the handler and
-	// grows with each retry within this process.
+	// Attempt is how many times the batch's first record has been handed
+	// to a handler, this time included: 1 on a first delivery. With a
+	// Dedupe store the count survives restarts.
 	Attempt int
 	// Reason says why the batch was cut.
 	Reason FlushReason
+
+	w     *worker
+	state []*recState      // per record of Records; nil without Dedupe and DeadLetter
+	marks map[int][]string // markers when state is nil
+}
+
+// recState is what kbatch knows of one record while it is being delivered.
+type recState struct {
+	key      string
+	attempts int
+	markers  []string
+	done     bool
+	begun    bool // attempts already counts the next delivery
+	lastErr  string
 }
 
 // FirstOffset is the offset of the batch's first record.
@@ -35,6 +54,70 @@ func (b *Batch) FirstOffset() int64 { return b.Records[0].Offset }
 
 // LastOffset is the offset of the batch's last record.
 func (b *Batch) LastOffset() int64 { return b.Records[len(b.Records)-1].Offset }
+
+// Attempts returns how many times record i has been handed to a handler,
+// this time included (the dequeue count). It is durable with a Dedupe store.
+func (b *Batch) Attempts(i int) int {
+	if b.state == nil {
+		return b.Attempt
+	}
+	return b.state[i].attempts
+}
+
+// Key returns record i's idempotency key (with Dedupe), or "" without.
+func (b *Batch) Key(i int) string {
+	if b.state == nil {
+		return ""
+	}
+	return b.state[i].key
+}
+
+// Markers returns the steps marked finished for record i by earlier
+// deliveries or by this one.
+func (b *Batch) Markers(i int) []string {
+	if b.state == nil {
+		return slices.Clone(b.marks[i])
+	}
+	return slices.Clone(b.state[i].markers)
+}
+
+// HasMarker reports whether record i carries the marker.
+func (b *Batch) HasMarker(i int, marker string) bool {
+	if b.state == nil {
+		return slices.Contains(b.marks[i], marker)
+	}
+	return slices.Contains(b.state[i].markers, marker)
+}
+
+// Mark records that the step named marker is finished for record i. With a
+// Dedupe store it is written durably before Mark returns, so a delivery after
+// a crash sees it and can skip the step; without one it lasts for the
+// retries within this process.
+func (b *Batch) Mark(ctx context.Context, i int, marker string) error {
+	if i < 0 || i >= len(b.Records) {
+		return fmt.Errorf("kbatch: Mark: record index %d out of range [0, %d)", i, len(b.Records))
+	}
+	if b.state == nil {
+		if !slices.Contains(b.marks[i], marker) {
+			if b.marks == nil {
+				b.marks = make(map[int][]string)
+			}
+			b.marks[i] = append(b.marks[i], marker)
+		}
+		return nil
+	}
+	st := b.state[i]
+	if slices.Contains(st.markers, marker) {
+		return nil
+	}
+	if d := b.w.c.cfg.Dedupe; d != nil {
+		if err := d.Store.Mark(ctx, b.w.tp, st.key, marker); err != nil {
+			return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
+		}
+	}
+	st.markers = append(st.markers, marker)
+	return nil
+}
 
 // FlushReason is why a batch was cut.
 type FlushReason uint8

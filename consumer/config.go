@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbatch/kbatch/batcher"
+	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/offsets"
 )
 
@@ -46,12 +47,43 @@ func (p Protocol) String() string {
 	return fmt.Sprintf("Protocol(%d)", int(p))
 }
 
-// Retry is the backoff between attempts of a failing batch.
+// Retry is the retry policy of a failing batch.
 type Retry struct {
 	// Initial is the wait before the second attempt. Default 100ms.
 	Initial time.Duration
-	// Max caps the wait, which doubles after each failure. Default 10s.
+	// Max caps the wait, which doubles after each failure (±20% jitter).
+	// Default 10s.
 	Max time.Duration
+	// MaxAttempts is how many times a record may be handed to the handler.
+	// A record past it goes to the dead-letter topic instead. It needs
+	// DeadLetter; with a Dedupe store the count is durable, so it also stops
+	// a record that crashes the whole process each time. 0 means retry for
+	// ever. Default 0, or 5 when DeadLetter is set.
+	MaxAttempts int
+}
+
+// DeadLetter configures the dead-letter topic: where records go that failed
+// Retry.MaxAttempts times or with a Permanent error. A record is written there
+// as it was (key, value, headers) plus headers naming its source topic,
+// partition, offset, attempts, last error and time; only then does its offset
+// pass the commit. If the write fails, the partition stops advancing and
+// retries it.
+type DeadLetter struct {
+	// Topic names the dead-letter topic of a source topic. Default
+	// "<topic>.dlq". The topic is created (broker defaults) if missing.
+	Topic func(source string) string
+}
+
+// Dedupe configures idempotency keys.
+type Dedupe struct {
+	// Store keeps the entries. Required to enable dedupe.
+	Store dedupe.Store
+	// Header is the record header holding the key. Default
+	// dedupe.DefaultHeader ("Idempotency-Key").
+	Header string
+	// Key, if set, computes a record's key first; records it gives no key
+	// fall back to the header, then to topic/partition/offset.
+	Key dedupe.KeyFunc
 }
 
 // Config configures a Consumer. The zero value of every optional field means
@@ -99,6 +131,14 @@ type Config struct {
 	// the other partitions go on meanwhile.
 	Retry Retry
 
+	// DeadLetter enables the dead-letter topic. Default nil: disabled, a
+	// failing record is retried for ever and holds its partition.
+	DeadLetter *DeadLetter
+	// Dedupe enables idempotency keys: records already done are not handed
+	// to the handler again, and each record's attempts (the dequeue count)
+	// and markers (finished steps) come with it. Default: disabled.
+	Dedupe *Dedupe
+
 	// Logger receives the consumer's logs. Default: discard.
 	Logger *slog.Logger
 	// ClientOpts are passed to kgo.NewClient after kbatch's own options, to
@@ -121,6 +161,7 @@ const (
 	DefaultDrainTimeout       = 10 * time.Second
 	DefaultRetryInitial       = 100 * time.Millisecond
 	DefaultRetryMax           = 10 * time.Second
+	DefaultMaxAttempts        = 5
 )
 
 // withDefaults returns cfg with every zero optional field set to its default.
@@ -150,6 +191,23 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Retry.Max == 0 {
 		cfg.Retry.Max = DefaultRetryMax
+	}
+	if cfg.DeadLetter != nil {
+		dl := *cfg.DeadLetter
+		if dl.Topic == nil {
+			dl.Topic = func(source string) string { return source + ".dlq" }
+		}
+		cfg.DeadLetter = &dl
+		if cfg.Retry.MaxAttempts == 0 {
+			cfg.Retry.MaxAttempts = DefaultMaxAttempts
+		}
+	}
+	if cfg.Dedupe != nil {
+		d := *cfg.Dedupe
+		if d.Header == "" {
+			d.Header = dedupe.DefaultHeader
+		}
+		cfg.Dedupe = &d
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -218,6 +276,22 @@ func (cfg Config) validate() error {
 	}
 	if cfg.Retry.Max < cfg.Retry.Initial {
 		return bad("Retry.Max", "%s is below Retry.Initial %s", cfg.Retry.Max, cfg.Retry.Initial)
+	}
+	if cfg.Retry.MaxAttempts < 0 {
+		return bad("Retry.MaxAttempts", "must be >= 0, got %d", cfg.Retry.MaxAttempts)
+	}
+	if cfg.Retry.MaxAttempts > 0 && cfg.DeadLetter == nil {
+		return bad("Retry.MaxAttempts", "needs DeadLetter: a record past its attempts would have nowhere to go")
+	}
+	if cfg.DeadLetter != nil {
+		for _, t := range cfg.Topics {
+			if d := cfg.DeadLetter.Topic(t); d == "" || d == t {
+				return bad("DeadLetter.Topic", "gives %q for source topic %q", d, t)
+			}
+		}
+	}
+	if cfg.Dedupe != nil && cfg.Dedupe.Store == nil {
+		return bad("Dedupe.Store", "a store is required when Dedupe is set")
 	}
 	return nil
 }

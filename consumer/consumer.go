@@ -30,6 +30,8 @@ type Consumer struct {
 	cl      *kgo.Client
 	offsets *offsets.Manager
 
+	deadLetters *deadLetterWriter // nil without DeadLetter
+
 	hardCtx    context.Context // cancelled when the consumer stops hard
 	hardCancel context.CancelFunc
 
@@ -54,6 +56,8 @@ type counters struct {
 	records, batches, handlerErrors        atomic.Int64
 	assigned, revoked, lost, rebalances    atomic.Int64
 	pauses, dropped                        atomic.Int64
+	skipped, deadLettered, storeErrors     atomic.Int64
+	deadLetterErrors                       atomic.Int64
 	peakBufferedRecords, peakBufferedBytes atomic.Int64
 }
 
@@ -68,6 +72,10 @@ type Stats struct {
 	// PartitionsAssigned, Revoked and Lost count partitions across sessions.
 	PartitionsAssigned, PartitionsRevoked, PartitionsLost int64
 	Pauses                                                int64 // times a partition's fetching was paused
+	Skipped                                               int64 // records not handed out: already done (Dedupe)
+	DeadLettered                                          int64 // records written to the dead-letter topic
+	DeadLetterErrors                                      int64 // failed dead-letter writes (each retry counts)
+	StoreErrors                                           int64 // failed dedupe store calls (each retry counts)
 	BufferedRecords, BufferedBytes                        int64 // held now
 	PeakBufferedRecords, PeakBufferedBytes                int64 // highest held
 }
@@ -134,6 +142,12 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		return nil, fmt.Errorf("kbatch: making the client: %w", err)
 	}
 	c.cl = cl
+	if cfg.DeadLetter != nil {
+		if c.deadLetters, err = newDeadLetterWriter(cfg.DeadLetter, cfg.Brokers, cfg.ClientOpts); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("kbatch: making the dead-letter producer: %w", err)
+		}
+	}
 	return c, nil
 }
 
@@ -185,6 +199,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.stopAllWorkers(false) // anything left (e.g. after a lost session)
 	c.hardCancel()
 	c.wg.Wait()
+	if c.deadLetters != nil {
+		c.deadLetters.cl.Close()
+	}
 	return nil
 }
 
@@ -198,6 +215,9 @@ func (c *Consumer) Close() error {
 		if neverRan {
 			c.cl.Close()
 			c.hardCancel()
+			if c.deadLetters != nil {
+				c.deadLetters.cl.Close()
+			}
 			return
 		}
 		<-c.runDone
@@ -325,6 +345,10 @@ func (c *Consumer) Stats() Stats {
 		PartitionsRevoked:   c.stats.revoked.Load(),
 		PartitionsLost:      c.stats.lost.Load(),
 		Pauses:              c.stats.pauses.Load(),
+		Skipped:             c.stats.skipped.Load(),
+		DeadLettered:        c.stats.deadLettered.Load(),
+		DeadLetterErrors:    c.stats.deadLetterErrors.Load(),
+		StoreErrors:         c.stats.storeErrors.Load(),
 		BufferedRecords:     c.buffered.Load(),
 		BufferedBytes:       c.bufferedBytes.Load(),
 		PeakBufferedRecords: c.stats.peakBufferedRecords.Load(),

@@ -20,3 +20,37 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string { return fmt.Sprintf("kbatch: handler panic: %v", e.Value) }
+
+// Permanent wraps err to say that retrying cannot help: the records it names
+// go to the dead-letter topic at once (the whole batch, or the record at the
+// index of a FailedAt). Without a dead-letter topic it is retried like any
+// error, since nothing may be skipped unrecorded.
+func Permanent(err error) error { return &permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return "permanent: " + e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// IsPermanent reports whether err was made by Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// FailedAt reports a partial batch failure: the records before index i (of
+// Batch.Records) were handled and complete; the record at i failed with err,
+// and the retry resumes at it. Wrap err with Permanent to send record i to
+// the dead-letter topic and go on with i+1.
+func FailedAt(i int, err error) error { return &PartialError{Index: i, Err: err} }
+
+// PartialError is the error FailedAt returns.
+type PartialError struct {
+	Index int
+	Err   error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("kbatch: batch failed at record %d: %v", e.Index, e.Err)
+}
+func (e *PartialError) Unwrap() error { return e.Err }

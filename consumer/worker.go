@@ -116,6 +116,9 @@ func (w *worker) run() {
 	defer close(w.done)
 	defer w.finish()
 
+	if !w.assignStore() {
+		return
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -213,6 +216,32 @@ func (w *worker) finish() {
 	if recs := w.b.Flush(); len(recs) > 0 {
 		w.dropRest([][]*kgo.Record{recs}, 0)
 	}
+	if d := w.c.cfg.Dedupe; d != nil {
+		w.c.mu.Lock()
+		successor := w.c.workers[w.tp]
+		w.c.mu.Unlock()
+		if successor == nil || successor == w {
+			d.Store.Release(w.tp)
+		}
+	}
+}
+
+// assignStore loads the partition's dedupe state before its first batch,
+// retrying a failing store. It reports false when the worker must stop.
+func (w *worker) assignStore() bool {
+	d := w.c.cfg.Dedupe
+	if d == nil {
+		return true
+	}
+	for attempt := 1; ; attempt++ {
+		err := d.Store.Assign(w.ctx, w.tp)
+		if err == nil {
+			return true
+		}
+		if !w.storeFailed("assign", err, attempt) {
+			return false
+		}
+	}
 }
 
 // flushAndHandle hands the open batch to the handler until it succeeds. It
@@ -233,46 +262,6 @@ func (w *worker) flushAndHandle(reason FlushReason) bool {
 		return false
 	}
 	w.release(len(recs), bytes)
-	return true
-}
-
-func (w *worker) handle(recs []*kgo.Record, reason FlushReason) bool {
-	c := w.c
-	first, last := recs[0].Offset, recs[len(recs)-1].Offset
-	if err := c.offsets.Begin(w.tp, first, last, recs[len(recs)-1].LeaderEpoch); err != nil {
-		c.cfg.Logger.Warn("kbatch: batch not begun, stopping partition", "partition", w.tp.String(), "err", err)
-		return false
-	}
-	b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Records: recs, Reason: reason}
-	for attempt := 1; ; attempt++ {
-		b.Attempt = attempt
-		err := w.call(b)
-		if err == nil {
-			break
-		}
-		c.stats.handlerErrors.Add(1)
-		if w.ctx.Err() != nil {
-			return false
-		}
-		wait := backoff(c.cfg.Retry, attempt)
-		c.cfg.Logger.Warn("kbatch: batch failed, retrying", "partition", w.tp.String(),
-			"first_offset", first, "last_offset", last, "attempt", attempt, "retry_in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-w.ctx.Done():
-			t.Stop()
-			return false
-		case <-w.drain: // revoked or closing: a failing batch is not committed
-			t.Stop()
-			return false
-		}
-	}
-	if err := c.offsets.Done(w.tp, first, last, len(recs)); err != nil {
-		c.cfg.Logger.Error("kbatch: completing batch", "partition", w.tp.String(), "err", err)
-	}
-	c.stats.records.Add(int64(len(recs)))
-	c.stats.batches.Add(1)
 	return true
 }
 

@@ -1,0 +1,317 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
+)
+
+// handle delivers one flushed batch until every record of it is complete:
+// handled, skipped as already done, or dead-lettered. It reports false when
+// the worker must stop instead (revoke, loss, close, fencing); the records not
+// complete then stay uncommitted for the next owner.
+func (w *worker) handle(recs []*kgo.Record, reason FlushReason) bool {
+	c := w.c
+	first, last := recs[0].Offset, recs[len(recs)-1].Offset
+	if err := c.offsets.Begin(w.tp, first, last, recs[len(recs)-1].LeaderEpoch); err != nil {
+		c.cfg.Logger.Warn("kbatch: batch not begun, stopping partition", "partition", w.tp.String(), "err", err)
+		return false
+	}
+	if c.cfg.Dedupe == nil && c.cfg.DeadLetter == nil {
+		return w.handleSimple(recs, reason)
+	}
+	return w.handleTracked(recs, reason)
+}
+
+// handleSimple is the default path: the whole batch is retried until it
+// succeeds. It allocates one Batch per delivery and nothing per record.
+func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
+	b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Records: recs, Reason: reason, w: w}
+	done := 0 // recs[:done] are complete
+	for attempt := 1; ; attempt++ {
+		b.Attempt = attempt
+		err := w.call(b)
+		if err == nil {
+			w.complete(recs, done, len(recs))
+			return true
+		}
+		w.c.stats.handlerErrors.Add(1)
+		var pe *PartialError
+		if errors.As(err, &pe) && pe.Index > 0 && pe.Index < len(b.Records) {
+			w.complete(recs, done, done+pe.Index)
+			done += pe.Index
+			b.Records = recs[done:]
+			b.marks = nil
+		}
+		if !w.backoff(attempt+1, err, b) {
+			return false
+		}
+	}
+}
+
+// complete marks recs[from:to] complete for the commit.
+func (w *worker) complete(recs []*kgo.Record, from, to int) {
+	if to <= from {
+		return
+	}
+	if err := w.c.offsets.Done(w.tp, recs[from].Offset, recs[to-1].Offset, to-from); err != nil {
+		w.c.cfg.Logger.Error("kbatch: completing records", "partition", w.tp.String(), "err", err)
+	}
+	w.c.stats.records.Add(int64(to - from))
+	w.c.stats.batches.Add(1)
+}
+
+// backoff waits before retry number attempt (>= 2). It reports false when the
+// worker must stop: a failing batch is not committed on revoke or close.
+func (w *worker) backoff(attempt int, err error, b *Batch) bool {
+	if w.ctx.Err() != nil {
+		return false
+	}
+	wait := backoff(w.c.cfg.Retry, attempt-1)
+	if len(b.Records) > 0 {
+		w.c.cfg.Logger.Warn("kbatch: batch failed, retrying", "partition", w.tp.String(),
+			"first_offset", b.FirstOffset(), "records", len(b.Records), "attempt", attempt-1, "retry_in", wait, "err", err)
+	}
+	return w.sleep(wait)
+}
+
+// sleep waits d unless the worker is asked to stop; it reports false then.
+func (w *worker) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		return false
+	case <-w.drain:
+		return false
+	}
+}
+
+// handleTracked is the path with Dedupe and/or DeadLetter: per-record
+// attempts (durable with a store), markers, done records skipped, and records
+// past Retry.MaxAttempts or failed permanently sent to the dead-letter topic.
+//
+// A record already handed out before (attempts > 1: a retry in this process,
+// or a replay after a crash) is delivered alone, so that a poison record is
+// narrowed down to itself and its neighbours are not dead-lettered with it.
+func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
+	c := w.c
+	st := make([]recState, len(recs))
+	if d := c.cfg.Dedupe; d != nil {
+		for i, r := range recs {
+			st[i].key = dedupe.KeyOf(r, d.Header, d.Key)
+		}
+	}
+	head := 0 // recs[:head] are complete
+	failures := 0
+	for head < len(recs) {
+		// Count the delivery of every record not yet counted: one round
+		// trip to the store for the whole rest of the batch on the first
+		// pass, then only for records delivered again.
+		if !w.beginRange(recs, st, head, len(recs)) {
+			return false
+		}
+		// Records done earlier (by a previous owner or incarnation) are
+		// complete without the handler.
+		if st[head].done {
+			end := head + 1
+			for end < len(recs) && st[end].done {
+				end++
+			}
+			w.complete(recs, head, end)
+			c.stats.skipped.Add(int64(end - head))
+			head = end
+			continue
+		}
+		// Past MaxAttempts: to the dead-letter topic, not the handler.
+		if max := c.cfg.Retry.MaxAttempts; max > 0 && st[head].attempts > max {
+			// This delivery was counted but does not happen.
+			reason := st[head].lastErr
+			if reason == "" {
+				reason = fmt.Sprintf("handed out %d times without completing (a crash or a lost partition each time)", st[head].attempts-1)
+			}
+			if !w.deadLetter(recs[head], &st[head], st[head].attempts-1, reason) {
+				return false
+			}
+			w.complete(recs, head, head+1)
+			head++
+			continue
+		}
+		// The delivery: the head alone if it was handed out before, else
+		// up to the next record that was (or the end), skipping done ones.
+		end := head + 1
+		if st[head].attempts <= 1 {
+			for end < len(recs) && st[end].attempts <= 1 {
+				end++
+			}
+		}
+		b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[head].attempts}
+		idx := make([]int, 0, end-head)
+		for i := head; i < end; i++ {
+			if !st[i].done {
+				b.Records = append(b.Records, recs[i])
+				b.state = append(b.state, &st[i])
+				idx = append(idx, i)
+			}
+		}
+		err := w.call(b)
+		for _, i := range idx {
+			st[i].begun = false // delivered: the next delivery counts again
+		}
+		if err == nil {
+			if !w.markDone(st[head:end]) {
+				return false
+			}
+			w.complete(recs, head, end)
+			head, failures = end, 0
+			continue
+		}
+		c.stats.handlerErrors.Add(1)
+		if w.ctx.Err() != nil {
+			return false
+		}
+		failedAt, ferr := -1, err // index into recs of the failing record, if known
+		var pe *PartialError
+		if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < len(idx) {
+			failedAt, ferr = idx[pe.Index], pe.Err
+			// Records before it were handled.
+			if failedAt > head {
+				if !w.markDone(st[head:failedAt]) {
+					return false
+				}
+				w.complete(recs, head, failedAt)
+				head = failedAt
+			}
+		}
+		for _, i := range idx {
+			if failedAt < 0 || i == failedAt {
+				st[i].lastErr = ferr.Error()
+			}
+		}
+		if IsPermanent(ferr) && c.cfg.DeadLetter != nil {
+			to := end // the whole delivery
+			if failedAt >= 0 {
+				to = failedAt + 1
+			}
+			for i := head; i < to; i++ {
+				if st[i].done {
+					continue
+				}
+				if !w.deadLetter(recs[i], &st[i], st[i].attempts, st[i].lastErr) {
+					return false
+				}
+			}
+			w.complete(recs, head, to)
+			head, failures = to, 0
+			continue
+		}
+		failures++
+		if !w.backoff(failures+1, err, b) {
+			return false
+		}
+	}
+	return true
+}
+
+// beginRange counts a delivery for every record of recs[from:to] not yet
+// counted: durably in one store round trip with Dedupe, in memory without.
+// Done records keep their state. It retries a failing store with backoff and
+// reports false when the worker must stop.
+func (w *worker) beginRange(recs []*kgo.Record, st []recState, from, to int) bool {
+	d := w.c.cfg.Dedupe
+	if d == nil {
+		for i := from; i < to; i++ {
+			if !st[i].begun {
+				st[i].attempts++
+				st[i].begun = true
+			}
+		}
+		return true
+	}
+	var keys []string
+	var at []int
+	for i := from; i < to; i++ {
+		if !st[i].begun && !st[i].done {
+			keys = append(keys, st[i].key)
+			at = append(at, i)
+		}
+	}
+	if len(keys) == 0 {
+		return true
+	}
+	for attempt := 1; ; attempt++ {
+		entries, err := d.Store.Begin(w.ctx, w.tp, keys)
+		if err == nil && len(entries) != len(keys) {
+			err = errors.New("store returned a wrong number of entries")
+		}
+		if err == nil {
+			for j, i := range at {
+				e := entries[j]
+				st[i].attempts = e.Attempts
+				st[i].markers = e.Markers
+				st[i].done = e.Done
+				st[i].begun = true
+			}
+			return true
+		}
+		if !w.storeFailed("begin", err, attempt) {
+			return false
+		}
+	}
+}
+
+// markDone records the delivered records done in the store (one round trip);
+// records already done are left alone.
+func (w *worker) markDone(st []recState) bool {
+	d := w.c.cfg.Dedupe
+	if d == nil {
+		for i := range st {
+			st[i].done = true
+		}
+		return true
+	}
+	keys := make([]string, 0, len(st))
+	for i := range st {
+		if !st[i].done {
+			keys = append(keys, st[i].key)
+		}
+	}
+	for attempt := 1; len(keys) > 0; attempt++ {
+		err := d.Store.Done(w.ctx, w.tp, keys)
+		if err == nil {
+			break
+		}
+		if !w.storeFailed("done", err, attempt) {
+			return false
+		}
+	}
+	for i := range st {
+		st[i].done = true
+	}
+	return true
+}
+
+// storeFailed logs a store error and waits before the next try. It reports
+// false when the worker must stop: the partition was claimed by a newer owner,
+// released, or the worker is stopping.
+func (w *worker) storeFailed(op string, err error, attempt int) bool {
+	c := w.c
+	c.stats.storeErrors.Add(1)
+	if errors.Is(err, dedupe.ErrFenced) || errors.Is(err, dedupe.ErrNotAssigned) || errors.Is(err, dedupe.ErrClosed) {
+		c.cfg.Logger.Warn("kbatch: dedupe store refuses the partition, stopping it", "partition", w.tp.String(), "op", op, "err", err)
+		return false
+	}
+	if w.ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	wait := backoff(c.cfg.Retry, attempt)
+	c.cfg.Logger.Warn("kbatch: dedupe store failed, partition waits", "partition", w.tp.String(), "op", op, "attempt", attempt, "retry_in", wait, "err", err)
+	return w.sleep(wait)
+}
