@@ -45,7 +45,6 @@ type recState struct {
 	attempts int
 	markers  []string
 	done     bool
-	begun    bool // attempts already counts the next delivery
 	lastErr  string
 }
 

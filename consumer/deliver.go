@@ -96,11 +96,13 @@ func (w *worker) sleep(d time.Duration) bool {
 
 // handleTracked is the path with Dedupe and/or DeadLetter: per-record
 // attempts (durable with a store), markers, done records skipped, and records
-// past Retry.MaxAttempts or failed permanently sent to the dead-letter topic.
+// handed out Retry.MaxAttempts times or failed permanently sent to the
+// dead-letter topic.
 //
-// A record already handed out before (attempts > 1: a retry in this process,
-// or a replay after a crash) is delivered alone, so that a poison record is
-// narrowed down to itself and its neighbours are not dead-lettered with it.
+// A record handed out before (a retry in this process, or a replay after a
+// crash) is delivered alone, so that a poison record is narrowed down to
+// itself: its neighbours are neither dead-lettered with it nor charged for
+// deliveries that did not happen.
 func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 	c := w.c
 	st := make([]recState, len(recs))
@@ -108,16 +110,15 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		for i, r := range recs {
 			st[i].key = dedupe.KeyOf(r, d.Header, d.Key)
 		}
+		// What the store knows: attempts so far, markers, done. Read only:
+		// nothing is counted for records that are not delivered.
+		if !w.lookup(st) {
+			return false
+		}
 	}
 	head := 0 // recs[:head] are complete
 	failures := 0
 	for head < len(recs) {
-		// Count the delivery of every record not yet counted: one round
-		// trip to the store for the whole rest of the batch on the first
-		// pass, then only for records delivered again.
-		if !w.beginRange(recs, st, head, len(recs)) {
-			return false
-		}
 		// Records done earlier (by a previous owner or incarnation) are
 		// complete without the handler.
 		if st[head].done {
@@ -130,14 +131,14 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 			head = end
 			continue
 		}
-		// Past MaxAttempts: to the dead-letter topic, not the handler.
-		if max := c.cfg.Retry.MaxAttempts; max > 0 && st[head].attempts > max {
-			// This delivery was counted but does not happen.
+		// Handed out MaxAttempts times already: to the dead-letter topic,
+		// not the handler.
+		if max := c.cfg.Retry.MaxAttempts; max > 0 && st[head].attempts >= max {
 			reason := st[head].lastErr
 			if reason == "" {
-				reason = fmt.Sprintf("handed out %d times without completing (a crash or a lost partition each time)", st[head].attempts-1)
+				reason = fmt.Sprintf("handed out %d times without completing (the process crashed or lost the partition each time)", st[head].attempts)
 			}
-			if !w.deadLetter(recs[head], &st[head], st[head].attempts-1, reason) {
+			if !w.deadLetter(recs[head], &st[head], st[head].attempts, reason) {
 				return false
 			}
 			w.complete(recs, head, head+1)
@@ -145,26 +146,24 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 			continue
 		}
 		// The delivery: the head alone if it was handed out before, else
-		// up to the next record that was (or the end), skipping done ones.
+		// up to the next record that was, or is done, or the end.
 		end := head + 1
-		if st[head].attempts <= 1 {
-			for end < len(recs) && st[end].attempts <= 1 {
+		if st[head].attempts == 0 {
+			for end < len(recs) && st[end].attempts == 0 && !st[end].done {
 				end++
 			}
 		}
-		b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[head].attempts}
-		idx := make([]int, 0, end-head)
-		for i := head; i < end; i++ {
-			if !st[i].done {
-				b.Records = append(b.Records, recs[i])
-				b.state = append(b.state, &st[i])
-				idx = append(idx, i)
-			}
+		// Count the delivery before the handler runs (durably with a store):
+		// a crash inside the handler still leaves it counted.
+		if !w.begin(st[head:end]) {
+			return false
+		}
+		b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[head].attempts,
+			Records: recs[head:end], state: make([]*recState, end-head)}
+		for i := range b.state {
+			b.state[i] = &st[head+i]
 		}
 		err := w.call(b)
-		for _, i := range idx {
-			st[i].begun = false // delivered: the next delivery counts again
-		}
 		if err == nil {
 			if !w.markDone(st[head:end]) {
 				return false
@@ -179,10 +178,9 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		}
 		failedAt, ferr := -1, err // index into recs of the failing record, if known
 		var pe *PartialError
-		if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < len(idx) {
-			failedAt, ferr = idx[pe.Index], pe.Err
-			// Records before it were handled.
-			if failedAt > head {
+		if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < end-head {
+			failedAt, ferr = head+pe.Index, pe.Err
+			if failedAt > head { // the records before it were handled
 				if !w.markDone(st[head:failedAt]) {
 					return false
 				}
@@ -190,7 +188,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 				head = failedAt
 			}
 		}
-		for _, i := range idx {
+		for i := head; i < end; i++ {
 			if failedAt < 0 || i == failedAt {
 				st[i].lastErr = ferr.Error()
 			}
@@ -201,9 +199,6 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 				to = failedAt + 1
 			}
 			for i := head; i < to; i++ {
-				if st[i].done {
-					continue
-				}
 				if !w.deadLetter(recs[i], &st[i], st[i].attempts, st[i].lastErr) {
 					return false
 				}
@@ -220,44 +215,55 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 	return true
 }
 
-// beginRange counts a delivery for every record of recs[from:to] not yet
-// counted: durably in one store round trip with Dedupe, in memory without.
-// Done records keep their state. It retries a failing store with backoff and
-// reports false when the worker must stop.
-func (w *worker) beginRange(recs []*kgo.Record, st []recState, from, to int) bool {
+// lookup reads the store's entries for the records: attempts so far, markers
+// and done. It retries a failing store and reports false when the worker
+// must stop.
+func (w *worker) lookup(st []recState) bool {
+	d := w.c.cfg.Dedupe
+	keys := make([]string, len(st))
+	for i := range st {
+		keys[i] = st[i].key
+	}
+	for attempt := 1; ; attempt++ {
+		entries, err := d.Store.Lookup(w.ctx, w.tp, keys)
+		if err == nil && len(entries) != len(keys) {
+			err = fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
+		}
+		if err == nil {
+			for i, e := range entries {
+				st[i].attempts, st[i].markers, st[i].done = e.Attempts, e.Markers, e.Done
+			}
+			return true
+		}
+		if !w.storeFailed("lookup", err, attempt) {
+			return false
+		}
+	}
+}
+
+// begin counts one delivery of each record: durably in one store round trip
+// with Dedupe, in memory without. It retries a failing store and reports
+// false when the worker must stop.
+func (w *worker) begin(st []recState) bool {
 	d := w.c.cfg.Dedupe
 	if d == nil {
-		for i := from; i < to; i++ {
-			if !st[i].begun {
-				st[i].attempts++
-				st[i].begun = true
-			}
+		for i := range st {
+			st[i].attempts++
 		}
 		return true
 	}
-	var keys []string
-	var at []int
-	for i := from; i < to; i++ {
-		if !st[i].begun && !st[i].done {
-			keys = append(keys, st[i].key)
-			at = append(at, i)
-		}
-	}
-	if len(keys) == 0 {
-		return true
+	keys := make([]string, len(st))
+	for i := range st {
+		keys[i] = st[i].key
 	}
 	for attempt := 1; ; attempt++ {
 		entries, err := d.Store.Begin(w.ctx, w.tp, keys)
 		if err == nil && len(entries) != len(keys) {
-			err = errors.New("store returned a wrong number of entries")
+			err = fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
 		}
 		if err == nil {
-			for j, i := range at {
-				e := entries[j]
-				st[i].attempts = e.Attempts
-				st[i].markers = e.Markers
-				st[i].done = e.Done
-				st[i].begun = true
+			for i, e := range entries {
+				st[i].attempts, st[i].markers = e.Attempts, e.Markers
 			}
 			return true
 		}

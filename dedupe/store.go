@@ -47,6 +47,11 @@ func (e Entry) HasMarker(m string) bool {
 //     first Begin; a store that keeps state per partition loads it here.
 //     Assign fences writes made for p by any earlier owner: once Assign
 //     returns, an earlier owner's later writes do not overwrite this one's.
+//   - Lookup returns the entries of keys as they are, in the order of keys,
+//     changing nothing (an unknown key is the zero Entry). kbatch reads a
+//     batch with Lookup to decide what to hand out, then counts only what
+//     it hands out with Begin. It is served from memory by stores that load
+//     the partition on Assign.
 //   - Begin durably increments Attempts of every key that is not done and
 //     returns the entries after the increment, in the order of keys. Done
 //     keys are returned as they are (Done true, Attempts unchanged).
@@ -60,6 +65,7 @@ func (e Entry) HasMarker(m string) bool {
 //     never a crash and never a reason to stop the partition.
 type Store interface {
 	Assign(ctx context.Context, p Partition) error
+	Lookup(ctx context.Context, p Partition, keys []string) ([]Entry, error)
 	Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error)
 	Mark(ctx context.Context, p Partition, key, marker string) error
 	Done(ctx context.Context, p Partition, keys []string) error
