@@ -77,6 +77,7 @@ type Stats struct {
 	DeadLetterErrors                                      int64 // failed dead-letter writes (each retry counts)
 	StoreErrors                                           int64 // failed dedupe store calls (each retry counts)
 	BufferedRecords, BufferedBytes                        int64 // held now
+	OwnedPartitions                                       int64 // partitions owned now
 	PeakBufferedRecords, PeakBufferedBytes                int64 // highest held
 }
 
@@ -350,6 +351,7 @@ func (c *Consumer) Stats() Stats {
 		DeadLetterErrors:    c.stats.deadLetterErrors.Load(),
 		StoreErrors:         c.stats.storeErrors.Load(),
 		BufferedRecords:     c.buffered.Load(),
+		OwnedPartitions:     c.nparts.Load(),
 		BufferedBytes:       c.bufferedBytes.Load(),
 		PeakBufferedRecords: c.stats.peakBufferedRecords.Load(),
 		PeakBufferedBytes:   c.stats.peakBufferedBytes.Load(),
