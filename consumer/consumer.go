@@ -43,6 +43,7 @@ type Consumer struct {
 	buffered      atomic.Int64 // records held across all workers
 	bufferedBytes atomic.Int64
 	room          chan struct{} // capacity 1: buffered went down
+	lastAvgSize   atomic.Int64  // average record size of the last poll
 
 	runOnce   sync.Once
 	closeOnce sync.Once
@@ -260,6 +261,7 @@ func (c *Consumer) poll(ctx context.Context) {
 			c.cfg.Logger.Warn("kbatch: fetch error", "topic", topic, "partition", partition, "err", err)
 		})
 		limitRecs, limitBytes := c.partitionLimits()
+		var polledRecs, polledBytes int64
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return
@@ -268,6 +270,8 @@ func (c *Consumer) poll(ctx context.Context) {
 			for _, r := range p.Records {
 				bytes += recordSize(r)
 			}
+			polledRecs += int64(len(p.Records))
+			polledBytes += int64(bytes)
 			c.mu.Lock()
 			w := c.workers[offsets.Partition{Topic: p.Topic, Partition: p.Partition}]
 			c.mu.Unlock()
@@ -281,17 +285,21 @@ func (c *Consumer) poll(ctx context.Context) {
 				c.stats.dropped.Add(int64(len(p.Records)))
 			}
 		})
+		if polledRecs > 0 {
+			c.lastAvgSize.Store(max(polledBytes/polledRecs, 1))
+		}
 		c.cl.AllowRebalance()
 	}
 }
 
-// avgRecordBytes is the average size of the records held, or 0 if none.
+// avgRecordBytes is the average size of the records held, or of the last
+// poll's records when none are held, or 0 before the first poll.
 func (c *Consumer) avgRecordBytes() int64 {
 	n := c.buffered.Load()
 	if n <= 0 {
-		return 0
+		return c.lastAvgSize.Load()
 	}
-	return c.bufferedBytes.Load() / n
+	return max(c.bufferedBytes.Load()/n, 1)
 }
 
 func (c *Consumer) addBuffered(n, bytes int) {
