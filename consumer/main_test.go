@@ -11,6 +11,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		// This test binary was started by a crash test as a group member.
+		os.Exit(runChild())
+	}
 	code := m.Run()
 	kafkatest.Shutdown()
 	if code == 0 {

@@ -1,0 +1,18 @@
+package dedupe
+
+import "time"
+
+// InjectMalformed stores under key in p an entry no store writes (negative
+// attempts), as a corrupted backend would hold, for the conformance suite's
+// malformed-entry case.
+func (b *MemoryBackend) InjectMalformed(p Partition, key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	mp := b.part(p)
+	if old := mp.keys[key]; old != nil {
+		mp.remove(old)
+	}
+	me := &memEntry{key: key, e: Entry{Attempts: -1, Expires: time.Now().Add(100 * 365 * 24 * time.Hour)}}
+	mp.keys[key] = me
+	mp.pushNewest(me)
+}

@@ -1,0 +1,306 @@
+package kafkastore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// changelog is an input topic's changelog topic.
+type changelog struct {
+	name       string
+	partitions int
+}
+
+// cleanupPolicy is the topic config the store sets on the changelogs it
+// creates. (kfake accepts any config name, so a misspelt one would pass the
+// embedded tests: keep it in this one place, checked against a real broker.)
+const cleanupPolicy = "cleanup.policy"
+
+// changelog returns the changelog of input, creating it (compacted, with
+// input's partition count) if it does not exist.
+func (s *Store) changelog(ctx context.Context, input string) (changelog, error) {
+	s.topicMu.Lock()
+	defer s.topicMu.Unlock()
+	if c, ok := s.topics[input]; ok {
+		return c, nil
+	}
+	name := s.opts.TopicName(input)
+	if name == "" || name == input {
+		return changelog{}, fmt.Errorf("kafkastore: TopicName(%q) = %q: the changelog needs a topic of its own", input, name)
+	}
+	counts, err := s.partitionCounts(ctx, input, name)
+	if err != nil {
+		return changelog{}, fmt.Errorf("kafkastore: looking up topics %q and %q: %w", input, name, err)
+	}
+	in := counts[input]
+	if in.err != nil {
+		return changelog{}, fmt.Errorf("kafkastore: input topic %q: %w", input, in.err)
+	}
+	want := in.partitions
+	c := changelog{name: name, partitions: want}
+	cd := counts[name]
+	switch {
+	case cd.err == nil:
+		if err := s.checkChangelog(ctx, c, input, cd.partitions); err != nil {
+			return changelog{}, err
+		}
+	case errors.Is(cd.err, kerr.UnknownTopicOrPartition):
+		_, err := s.adm.CreateTopic(ctx, int32(want), s.opts.ReplicationFactor,
+			map[string]*string{cleanupPolicy: kadm.StringPtr("compact")}, name)
+		switch {
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			// Another member created it first: check what it made.
+			have, err := s.partitionCount(ctx, name)
+			if err != nil {
+				return changelog{}, fmt.Errorf("kafkastore: looking up changelog topic %q: %w", name, err)
+			}
+			if err := s.checkChangelog(ctx, c, input, have); err != nil {
+				return changelog{}, err
+			}
+		case err != nil:
+			return changelog{}, fmt.Errorf("kafkastore: creating changelog topic %q: %w", name, err)
+		}
+	default:
+		return changelog{}, fmt.Errorf("kafkastore: changelog topic %q: %w", name, cd.err)
+	}
+	s.topics[input] = c
+	return c, nil
+}
+
+// topicCount is a topic's partition count, or why it is unknown.
+type topicCount struct {
+	partitions int
+	err        error
+}
+
+// partitionCounts looks topics up with a Metadata request of its own. (Not
+// kadm's ListTopics: it goes through kgo's RequestCachedMetadata, which
+// keeps a topic's metadata, "unknown" included, for MetadataMinAge, 5s by
+// default, so a changelog another member has just created would stay
+// unknown that long.)
+func (s *Store) partitionCounts(ctx context.Context, topics ...string) (map[string]topicCount, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]topicCount, len(topics))
+	for _, t := range topics {
+		out[t] = topicCount{err: kerr.UnknownTopicOrPartition}
+	}
+	for _, rt := range resp.Topics {
+		if rt.Topic == nil {
+			continue
+		}
+		out[*rt.Topic] = topicCount{partitions: len(rt.Partitions), err: kerr.ErrorForCode(rt.ErrorCode)}
+	}
+	return out, nil
+}
+
+// partitionCount returns the partition count of a topic that exists but
+// may not show in metadata yet: it was just created by someone else, and
+// the brokers learn of it a little after the controller answered.
+func (s *Store) partitionCount(ctx context.Context, topic string) (int, error) {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		counts, err := s.partitionCounts(ctx, topic)
+		if err == nil {
+			err = counts[topic].err
+		}
+		if err == nil {
+			return counts[topic].partitions, nil
+		}
+		if attempt == 10 || !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return 0, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// checkChangelog refuses an existing changelog whose partition count is not
+// the input's, and warns when it is not compacted.
+func (s *Store) checkChangelog(ctx context.Context, c changelog, input string, have int) error {
+	if have != c.partitions {
+		return &PartitionCountError{Changelog: c.name, ChangelogPartitions: have, Input: input, InputPartitions: c.partitions}
+	}
+	rcs, err := s.adm.DescribeTopicConfigs(ctx, c.name)
+	if err != nil {
+		s.opts.Logger.Warn("kafkastore: cannot check the changelog's cleanup policy", "topic", c.name, "err", err)
+		return nil
+	}
+	rc, err := rcs.On(c.name, nil)
+	if err != nil || rc.Err != nil {
+		s.opts.Logger.Warn("kafkastore: cannot check the changelog's cleanup policy", "topic", c.name, "err", errors.Join(err, rc.Err))
+		return nil
+	}
+	for _, cfg := range rc.Configs {
+		if cfg.Key == cleanupPolicy && (cfg.Value == nil || !strings.Contains(*cfg.Value, "compact")) {
+			s.opts.Logger.Warn("kafkastore: the changelog topic is not compacted: its entries are deleted by time or size, not kept per key",
+				"topic", c.name, cleanupPolicy, cfg.MaybeValue())
+		}
+	}
+	return nil
+}
+
+// read folds the records of changelog partition ps.p into ps, from offset
+// from (-1: the partition's start) through offset through, which must hold
+// a record: reading stops when it is reached. Records past it are not
+// folded. Called with ps.mu held.
+func (s *Store) read(ctx context.Context, ps *partition, from, through, now int64, claims map[string]int64) error {
+	start := kgo.NewOffset().AtStart()
+	if from >= 0 {
+		start = kgo.NewOffset().At(from)
+	}
+	opts := append(slices.Clone(s.opts.ClientOpts),
+		kgo.SeedBrokers(s.opts.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{ps.changelog: {ps.p.Partition: start}}),
+		// Set explicitly: v1.22's default rewinds one minute.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if ferr == nil {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+		reached := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if reached || r.Partition != ps.p.Partition || r.Offset < from {
+				return
+			}
+			if r.Offset > through {
+				reached = true
+				return
+			}
+			s.apply(ps, r, now, claims)
+			reached = r.Offset == through
+		})
+		if reached {
+			return nil
+		}
+	}
+}
+
+// apply folds one changelog record into ps by the log-order fencing rule:
+// an owner's epoch is the offset of its claim record, every record carries
+// its writer's epoch, and a record whose epoch is below the highest epoch
+// seen before it in the log was written by a zombie after a later owner
+// claimed the partition: it is ignored, and its key queued for a rewrite so
+// that compaction does not keep the zombie's record as the key's last.
+// claims, when not nil, collects the claim keys seen and their times.
+// Called with ps.mu held.
+func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string]int64) {
+	s.records.Add(1)
+	key, isClaim, err := parseKey(r.Key)
+	if err != nil {
+		s.skipMalformed(ps, r, err)
+		return
+	}
+	if r.Value == nil {
+		epoch, err := tombstoneEpoch(r)
+		if err != nil {
+			s.skipMalformed(ps, r, err)
+			return
+		}
+		if epoch < ps.cur {
+			s.fenced.Add(1)
+			if !isClaim {
+				ps.pending[key] = struct{}{}
+			}
+			return
+		}
+		ps.cur = epoch
+		if isClaim {
+			if claims != nil {
+				delete(claims, string(r.Key))
+			}
+			return
+		}
+		delete(ps.m, key)
+		delete(ps.pending, key)
+		return
+	}
+	if isClaim {
+		at, err := decodeClaim(r.Value)
+		if err != nil {
+			s.skipMalformed(ps, r, err)
+			return
+		}
+		ps.cur = max(ps.cur, r.Offset)
+		if claims != nil {
+			claims[string(r.Key)] = at
+		}
+		return
+	}
+	epoch, e, err := decodeEntry(r.Value)
+	if err == nil && epoch >= r.Offset {
+		err = fmt.Errorf("epoch %d is not before the record's offset", epoch)
+	}
+	if err != nil {
+		s.skipMalformed(ps, r, err)
+		return
+	}
+	if epoch < ps.cur {
+		s.fenced.Add(1)
+		ps.pending[key] = struct{}{}
+		return
+	}
+	ps.cur = epoch
+	if e.expires != 0 && e.expires <= now {
+		s.expired.Add(1)
+		delete(ps.m, key)
+		ps.pending[key] = struct{}{} // to delete it from the log
+		return
+	}
+	ps.m[key] = e
+	delete(ps.pending, key)
+}
+
+func (s *Store) skipMalformed(ps *partition, r *kgo.Record, err error) {
+	s.malformed.Add(1)
+	s.opts.Logger.Warn("kafkastore: malformed changelog record skipped",
+		"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+}
+
+// newClaimKey returns a changelog key for a new owner claim.
+func newClaimKey() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return claimPrefix + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,278 @@
+package kafkastore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The changelog's record layout.
+//
+// Keys: an idempotency key is stored as itself, unless it is empty or starts
+// with a NUL byte; then it is stored as "\x00\x00" followed by the key. Keys
+// starting with one NUL and then anything else are reserved: owner claims
+// use claimPrefix followed by a random id, so that every claim is a key of
+// its own and compaction never removes one in favour of a later one.
+//
+// Values, version 1 (varints are canonical, in encoding/binary's format):
+//
+//	entry: 0x01 0x01 uvarint(epoch) flags uvarint(attempts) varint(expires) uvarint(n) n * (uvarint(len) marker)
+//	claim: 0x01 0x02 varint(claimed at)
+//
+// flags is 0x01 when the key is done (no other bit is used); expires and
+// claimed at are Unix nanoseconds (0: no expiry). A value ending early, with
+// trailing bytes, an unknown version or kind, a non-canonical varint, an
+// empty or repeated marker is malformed.
+//
+// Tombstones (nil values) delete a key; they carry their writer's epoch in
+// the header epochHeader, in decimal.
+const (
+	valueVersion byte = 1
+	kindEntry    byte = 1
+	kindClaim    byte = 2
+	flagDone     byte = 0x01
+
+	claimPrefix = "\x00kbatch-owner/"
+	epochHeader = "kbatch-epoch"
+)
+
+// entry is a dedupe.Entry as the store keeps it. markers is never changed in
+// place once stored: a new marker makes a new slice.
+type entry struct {
+	attempts int
+	done     bool
+	markers  []string
+	expires  int64 // Unix nanoseconds; 0: no expiry
+}
+
+var errTruncated = errors.New("value ends early")
+
+// appendEntry appends the encoding of e written by the owner of epoch.
+func appendEntry(dst []byte, epoch int64, e entry) []byte {
+	dst = append(dst, valueVersion, kindEntry)
+	dst = binary.AppendUvarint(dst, uint64(epoch))
+	var flags byte
+	if e.done {
+		flags |= flagDone
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendUvarint(dst, uint64(e.attempts))
+	dst = binary.AppendVarint(dst, e.expires)
+	dst = binary.AppendUvarint(dst, uint64(len(e.markers)))
+	for _, m := range e.markers {
+		dst = binary.AppendUvarint(dst, uint64(len(m)))
+		dst = append(dst, m...)
+	}
+	return dst
+}
+
+// entrySize is the length of appendEntry's output, to size buffers.
+func entrySize(epoch int64, e entry) int {
+	n := 3 + uvarintLen(uint64(epoch)) + uvarintLen(uint64(e.attempts)) + varintLen(e.expires) + uvarintLen(uint64(len(e.markers)))
+	for _, m := range e.markers {
+		n += uvarintLen(uint64(len(m))) + len(m)
+	}
+	return n
+}
+
+// decodeEntry decodes an entry value.
+func decodeEntry(b []byte) (epoch int64, e entry, err error) {
+	b, err = header(b, kindEntry)
+	if err != nil {
+		return 0, entry{}, err
+	}
+	u, b, err := uvarint(b)
+	if err != nil {
+		return 0, entry{}, fmt.Errorf("epoch: %w", err)
+	}
+	if u > math.MaxInt64 {
+		return 0, entry{}, fmt.Errorf("epoch %d out of range", u)
+	}
+	epoch = int64(u)
+	if len(b) == 0 {
+		return 0, entry{}, errTruncated
+	}
+	flags := b[0]
+	b = b[1:]
+	if flags&^flagDone != 0 {
+		return 0, entry{}, fmt.Errorf("unknown flags %#x", flags)
+	}
+	e.done = flags&flagDone != 0
+	u, b, err = uvarint(b)
+	if err != nil {
+		return 0, entry{}, fmt.Errorf("attempts: %w", err)
+	}
+	if u > math.MaxInt32 {
+		return 0, entry{}, fmt.Errorf("attempts %d out of range", u)
+	}
+	e.attempts = int(u)
+	if e.expires, b, err = varint(b); err != nil {
+		return 0, entry{}, fmt.Errorf("expires: %w", err)
+	}
+	n, b, err := uvarint(b)
+	if err != nil {
+		return 0, entry{}, fmt.Errorf("marker count: %w", err)
+	}
+	if n > uint64(len(b)/2) { // each marker takes at least two bytes
+		return 0, entry{}, fmt.Errorf("marker count %d exceeds the value", n)
+	}
+	if n > 0 {
+		e.markers = make([]string, 0, n)
+	}
+	for range n {
+		l, rest, err := uvarint(b)
+		if err != nil {
+			return 0, entry{}, fmt.Errorf("marker length: %w", err)
+		}
+		if l == 0 {
+			return 0, entry{}, errors.New("empty marker")
+		}
+		if l > uint64(len(rest)) {
+			return 0, entry{}, errTruncated
+		}
+		e.markers = append(e.markers, string(rest[:l]))
+		b = rest[l:]
+	}
+	if len(b) != 0 {
+		return 0, entry{}, fmt.Errorf("%d trailing bytes", len(b))
+	}
+	if m, ok := repeated(e.markers); ok {
+		return 0, entry{}, fmt.Errorf("repeated marker %q", m)
+	}
+	return epoch, e, nil
+}
+
+// appendClaim appends the encoding of an owner claim made at the given Unix
+// nanoseconds.
+func appendClaim(dst []byte, at int64) []byte {
+	dst = append(dst, valueVersion, kindClaim)
+	return binary.AppendVarint(dst, at)
+}
+
+// decodeClaim decodes an owner claim value.
+func decodeClaim(b []byte) (at int64, err error) {
+	b, err = header(b, kindClaim)
+	if err != nil {
+		return 0, err
+	}
+	if at, b, err = varint(b); err != nil {
+		return 0, fmt.Errorf("claimed at: %w", err)
+	}
+	if len(b) != 0 {
+		return 0, fmt.Errorf("%d trailing bytes", len(b))
+	}
+	return at, nil
+}
+
+func header(b []byte, kind byte) ([]byte, error) {
+	if len(b) < 2 {
+		return nil, errTruncated
+	}
+	if b[0] != valueVersion {
+		return nil, fmt.Errorf("unknown version %d", b[0])
+	}
+	if b[1] != kind {
+		return nil, fmt.Errorf("kind %d, want %d", b[1], kind)
+	}
+	return b[2:], nil
+}
+
+// uvarint reads a canonical uvarint.
+func uvarint(b []byte) (uint64, []byte, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, nil, errTruncated
+	}
+	if n != uvarintLen(v) {
+		return 0, nil, errors.New("non-canonical varint")
+	}
+	return v, b[n:], nil
+}
+
+// varint reads a canonical varint.
+func varint(b []byte) (int64, []byte, error) {
+	v, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, nil, errTruncated
+	}
+	if n != varintLen(v) {
+		return 0, nil, errors.New("non-canonical varint")
+	}
+	return v, b[n:], nil
+}
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1 // zig-zag, as encoding/binary does
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
+// repeated returns a marker that occurs twice in ms, if any.
+func repeated(ms []string) (string, bool) {
+	if len(ms) <= 16 {
+		for i, m := range ms {
+			for _, prev := range ms[:i] {
+				if prev == m {
+					return m, true
+				}
+			}
+		}
+		return "", false
+	}
+	seen := make(map[string]struct{}, len(ms))
+	for _, m := range ms {
+		if _, ok := seen[m]; ok {
+			return m, true
+		}
+		seen[m] = struct{}{}
+	}
+	return "", false
+}
+
+// recordKey is the changelog key of an idempotency key.
+func recordKey(key string) []byte {
+	if key == "" || key[0] == 0 {
+		b := make([]byte, 0, 2+len(key))
+		return append(append(b, 0, 0), key...)
+	}
+	return []byte(key)
+}
+
+// parseKey tells a changelog key's idempotency key, or that it is an owner
+// claim.
+func parseKey(k []byte) (key string, claim bool, err error) {
+	switch {
+	case len(k) == 0:
+		return "", false, errors.New("record without a key")
+	case k[0] != 0:
+		return string(k), false, nil
+	case len(k) >= 2 && k[1] == 0:
+		return string(k[2:]), false, nil
+	case len(k) > len(claimPrefix) && string(k[:len(claimPrefix)]) == claimPrefix:
+		return "", true, nil
+	}
+	return "", false, fmt.Errorf("unknown reserved key %q", k)
+}
+
+// tombstoneEpoch reads the epoch header of a tombstone.
+func tombstoneEpoch(r *kgo.Record) (int64, error) {
+	for _, h := range r.Headers {
+		if h.Key == epochHeader {
+			v, err := strconv.ParseInt(string(h.Value), 10, 64)
+			if err != nil || v < 0 {
+				return 0, fmt.Errorf("tombstone epoch %q", h.Value)
+			}
+			return v, nil
+		}
+	}
+	return 0, errors.New("tombstone without an epoch header")
+}

@@ -1,0 +1,78 @@
+package kafkastore
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultRetention is Options.Retention's default.
+const DefaultRetention = 7 * 24 * time.Hour
+
+// Options configures a Store. Brokers and Group (or TopicName) are required.
+type Options struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group the store serves; it names the changelog
+	// topics. Required unless TopicName is set.
+	Group string
+	// TopicName returns the changelog topic of an input topic. Default:
+	// "<Group>.<inputTopic>.kbatch-dedupe". Two groups consuming one topic
+	// need two changelogs: their idempotency state differs.
+	TopicName func(inputTopic string) string
+	// Retention is how long an entry is kept after its last write: its
+	// Expires is the write time plus Retention, and an entry past its
+	// Expires is neither loaded nor returned. Default 7 days (DefaultRetention).
+	Retention time.Duration
+	// ReplicationFactor of a changelog topic the store creates. 0 or -1:
+	// the broker's default (default.replication.factor; Kafka 2.4+).
+	ReplicationFactor int16
+	// ClientOpts are extra options for the store's Kafka clients: TLS,
+	// SASL, dialer, client ID, logger. They are applied first; the store's
+	// own (seed brokers, the manual partitioner, acks=all, the partition to
+	// read) come after them. Do not set consumer-group or transactional
+	// options. The producer is idempotent unless these disable it.
+	ClientOpts []kgo.Opt
+	// Logger receives a warning for each malformed changelog record skipped
+	// and for a changelog topic that is not compacted. Nil means silent.
+	Logger *slog.Logger
+	// Now is the clock that dates entries. Nil means time.Now; tests pass a
+	// fake clock to exercise Retention without waiting.
+	Now func() time.Time
+}
+
+func (o Options) validate() error {
+	switch {
+	case len(o.Brokers) == 0:
+		return &OptionsError{"Brokers", "is empty"}
+	case o.Group == "" && o.TopicName == nil:
+		return &OptionsError{"Group", "is empty (it names the changelog topics unless TopicName is set)"}
+	case o.Retention < 0:
+		return &OptionsError{"Retention", "is negative"}
+	case o.ReplicationFactor < -1:
+		return &OptionsError{"ReplicationFactor", "is below -1"}
+	}
+	return nil
+}
+
+// withDefaults returns o with every default filled in.
+func (o Options) withDefaults() Options {
+	if o.TopicName == nil {
+		group := o.Group
+		o.TopicName = func(input string) string { return group + "." + input + ".kbatch-dedupe" }
+	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.ReplicationFactor == 0 {
+		o.ReplicationFactor = -1
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}

@@ -1,0 +1,455 @@
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Defaults of MemoryOptions.
+const (
+	DefaultMemoryMaxKeys = 100000
+	DefaultMemoryMaxAge  = 24 * time.Hour
+)
+
+// errEmptyMarker is returned by Mark for an empty marker name: no store
+// could read such an entry back as valid.
+var errEmptyMarker = errors.New("dedupe: empty marker name")
+
+// MemoryOptions configures a Memory store. The zero value is ready to use.
+type MemoryOptions struct {
+	// MaxKeys bounds how many keys the store keeps across all the
+	// partitions assigned to it. Past it, the least recently written keys
+	// are forgotten first. Keep it well above the batch size times the
+	// partitions per process, or keys are forgotten within a batch.
+	// Zero or negative means DefaultMemoryMaxKeys (100000).
+	MaxKeys int
+	// MaxAge is how long a key is kept after its last write; Entry.Expires
+	// is the last write plus MaxAge. Zero or negative means
+	// DefaultMemoryMaxAge (24h).
+	MaxAge time.Duration
+	// Backend holds the entries. Stores that share a backend share their
+	// state as processes share a database: a store opened on the backend a
+	// closed store used sees what that store wrote, and Assign fences the
+	// partition's earlier owner on the same backend. Nil means a private
+	// backend, so the state lives exactly as long as the store.
+	Backend *MemoryBackend
+	// Now is the clock. Nil means time.Now. Tests pass a fake clock to
+	// exercise MaxAge without sleeping.
+	Now func() time.Time
+	// Logger receives a warning for each malformed entry skipped. Nil means
+	// silent.
+	Logger *slog.Logger
+}
+
+// MemoryBackend is the state Memory stores keep their entries in: per
+// partition, the keys and an owner epoch. It stands for the database or the
+// topic of a persistent store: it outlives the stores opened on it. The keys
+// of a partition no store holds stay as they are; MaxAge and MaxKeys apply
+// to them again when a store assigns the partition. The zero value is not
+// usable; call NewMemoryBackend.
+type MemoryBackend struct {
+	mu    sync.Mutex // guards everything below and every Memory's fields marked "guarded by b.mu"
+	parts map[Partition]*memPart
+}
+
+// NewMemoryBackend returns an empty backend.
+func NewMemoryBackend() *MemoryBackend {
+	return &MemoryBackend{parts: make(map[Partition]*memPart)}
+}
+
+// memPart is one partition's entries, kept in a list ordered by last write
+// (oldest first) so that eviction and expiry pop from the front.
+type memPart struct {
+	epoch          uint64 // bumped by each Assign; writes need the writer's epoch to be the current one
+	keys           map[string]*memEntry
+	oldest, newest *memEntry
+}
+
+type memEntry struct {
+	key          string
+	e            Entry // Markers is owned by the backend, never handed out
+	written      time.Time
+	older, newer *memEntry
+}
+
+func (b *MemoryBackend) part(p Partition) *memPart {
+	mp := b.parts[p]
+	if mp == nil {
+		mp = &memPart{keys: make(map[string]*memEntry)}
+		b.parts[p] = mp
+	}
+	return mp
+}
+
+func (mp *memPart) unlink(me *memEntry) {
+	if me.older != nil {
+		me.older.newer = me.newer
+	} else {
+		mp.oldest = me.newer
+	}
+	if me.newer != nil {
+		me.newer.older = me.older
+	} else {
+		mp.newest = me.older
+	}
+	me.older, me.newer = nil, nil
+}
+
+func (mp *memPart) pushNewest(me *memEntry) {
+	me.older = mp.newest
+	if mp.newest != nil {
+		mp.newest.newer = me
+	} else {
+		mp.oldest = me
+	}
+	mp.newest = me
+}
+
+func (mp *memPart) remove(me *memEntry) {
+	mp.unlink(me)
+	delete(mp.keys, me.key)
+}
+
+// Memory is a Store that keeps entries in a MemoryBackend, bounded by a
+// number of keys and an age. It is safe for concurrent use.
+type Memory struct {
+	b       *MemoryBackend
+	maxKeys int
+	maxAge  time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+
+	// guarded by b.mu
+	owned     map[Partition]uint64 // partition -> the epoch Assign got
+	closed    bool
+	malformed int64
+	evicted   int64
+	expired   int64
+}
+
+// MemoryStats are a Memory store's counters.
+type MemoryStats struct {
+	// Keys is how many keys the partitions assigned to the store hold now.
+	Keys int
+	// Malformed counts stored entries skipped because they were invalid.
+	Malformed int64
+	// Evicted counts keys forgotten to stay within MaxKeys.
+	Evicted int64
+	// Expired counts keys forgotten because MaxAge passed.
+	Expired int64
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns a memory store; see MemoryOptions for the defaults.
+func NewMemory(opts MemoryOptions) *Memory {
+	m := &Memory{
+		b:       opts.Backend,
+		maxKeys: opts.MaxKeys,
+		maxAge:  opts.MaxAge,
+		now:     opts.Now,
+		log:     opts.Logger,
+		owned:   make(map[Partition]uint64),
+	}
+	if m.b == nil {
+		m.b = NewMemoryBackend()
+	}
+	if m.maxKeys <= 0 {
+		m.maxKeys = DefaultMemoryMaxKeys
+	}
+	if m.maxAge <= 0 {
+		m.maxAge = DefaultMemoryMaxAge
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	return m
+}
+
+// Assign takes ownership of p: it bumps p's owner epoch in the backend, so
+// that the writes of any store that held p before fail with ErrFenced, and
+// drops p's expired and malformed entries.
+func (m *Memory) Assign(ctx context.Context, p Partition) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	mp := m.b.part(p)
+	mp.epoch++
+	m.owned[p] = mp.epoch
+	now := m.now()
+	for me := mp.oldest; me != nil; {
+		next := me.newer
+		m.check(p, mp, me, now)
+		me = next
+	}
+	m.trim()
+	return nil
+}
+
+// Lookup returns the entries of keys as they are, in the order of keys; an
+// unknown or expired key is the zero Entry. It writes nothing.
+func (m *Memory) Lookup(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	mp, err := m.writable(p)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	out := make([]Entry, len(keys))
+	for i, k := range keys {
+		if me := m.lookup(p, mp, k, now); me != nil {
+			out[i] = copyEntry(me.e)
+		}
+	}
+	return out, nil
+}
+
+// Begin increments the attempts of every key of keys that is not done, as if
+// the keys were taken one by one (a key given twice is counted twice), and
+// returns the entries in the order of keys.
+func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	mp, err := m.writable(p)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	out := make([]Entry, len(keys))
+	for i, k := range keys {
+		me := m.lookup(p, mp, k, now)
+		if me != nil && me.e.Done {
+			out[i] = copyEntry(me.e)
+			continue
+		}
+		me = m.write(mp, me, k, now)
+		me.e.Attempts++
+		out[i] = copyEntry(me.e)
+	}
+	m.expireOldest(mp, now)
+	m.trim()
+	return out, nil
+}
+
+// Mark adds marker to key's markers unless it is there already.
+func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) error {
+	if marker == "" {
+		return errEmptyMarker
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	mp, err := m.writable(p)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+	me := m.lookup(p, mp, key, now)
+	if me != nil && me.e.HasMarker(marker) {
+		return nil
+	}
+	me = m.write(mp, me, key, now)
+	me.e.Markers = append(me.e.Markers, marker)
+	m.expireOldest(mp, now)
+	m.trim()
+	return nil
+}
+
+// Done marks keys done.
+func (m *Memory) Done(ctx context.Context, p Partition, keys []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	mp, err := m.writable(p)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+	for _, k := range keys {
+		me := m.lookup(p, mp, k, now)
+		if me != nil && me.e.Done {
+			continue
+		}
+		me = m.write(mp, me, k, now)
+		me.e.Done = true
+	}
+	m.expireOldest(mp, now)
+	m.trim()
+	return nil
+}
+
+// Release gives p up. Its entries stay in the backend for the next owner.
+func (m *Memory) Release(p Partition) {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	delete(m.owned, p)
+}
+
+// Close releases every partition; later calls fail with ErrClosed. The
+// backend keeps the entries. A second Close does nothing.
+func (m *Memory) Close() error {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	m.closed = true
+	clear(m.owned)
+	return nil
+}
+
+// Stats returns the store's counters.
+func (m *Memory) Stats() MemoryStats {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	keys := 0
+	for p, epoch := range m.owned {
+		if mp := m.b.parts[p]; mp != nil && mp.epoch == epoch {
+			keys += len(mp.keys)
+		}
+	}
+	return MemoryStats{Keys: keys, Malformed: m.malformed, Evicted: m.evicted, Expired: m.expired}
+}
+
+// writable returns p's entries if m owns p: assigned to m and not claimed
+// by a later Assign since. Called with b.mu held.
+func (m *Memory) writable(p Partition) (*memPart, error) {
+	if m.closed {
+		return nil, ErrClosed
+	}
+	epoch, ok := m.owned[p]
+	if !ok {
+		return nil, ErrNotAssigned
+	}
+	mp := m.b.parts[p]
+	if mp.epoch != epoch {
+		return nil, ErrFenced
+	}
+	return mp, nil
+}
+
+// lookup returns key's live entry or nil, dropping it first if it is
+// expired or malformed. Called with b.mu held.
+func (m *Memory) lookup(p Partition, mp *memPart, key string, now time.Time) *memEntry {
+	me := mp.keys[key]
+	if me == nil || !m.check(p, mp, me, now) {
+		return nil
+	}
+	return me
+}
+
+// check drops me if it is malformed or expired and reports whether it was
+// kept. Called with b.mu held.
+func (m *Memory) check(p Partition, mp *memPart, me *memEntry, now time.Time) bool {
+	if err := validEntry(me.e); err != nil {
+		m.malformed++
+		m.log.Warn("dedupe: malformed memory entry skipped", "partition", p.String(), "key", me.key, "err", err)
+		mp.remove(me)
+		return false
+	}
+	if !now.Before(me.e.Expires) {
+		m.expired++
+		mp.remove(me)
+		return false
+	}
+	return true
+}
+
+// write prepares me (or a new entry for key when me is nil) for a write at
+// now: it becomes the newest entry and expires MaxAge from now. The caller
+// then changes the entry. Called with b.mu held.
+func (m *Memory) write(mp *memPart, me *memEntry, key string, now time.Time) *memEntry {
+	if me == nil {
+		me = &memEntry{key: key}
+		mp.keys[key] = me
+	} else {
+		mp.unlink(me)
+	}
+	me.written = now
+	me.e.Expires = now.Add(m.maxAge)
+	mp.pushNewest(me)
+	return me
+}
+
+// expireOldest forgets mp's oldest entries while they are expired. Called
+// with b.mu held.
+func (m *Memory) expireOldest(mp *memPart, now time.Time) {
+	for me := mp.oldest; me != nil && !now.Before(me.e.Expires); me = mp.oldest {
+		m.expired++
+		mp.remove(me)
+	}
+}
+
+// trim forgets the least recently written keys of the partitions m owns
+// until they hold at most MaxKeys. Called with b.mu held.
+func (m *Memory) trim() {
+	total := 0
+	for p, epoch := range m.owned {
+		if mp := m.b.parts[p]; mp.epoch == epoch {
+			total += len(mp.keys)
+		}
+	}
+	for ; total > m.maxKeys; total-- {
+		var victim *memPart
+		for p, epoch := range m.owned {
+			mp := m.b.parts[p]
+			if mp.epoch != epoch || mp.oldest == nil {
+				continue
+			}
+			if victim == nil || mp.oldest.written.Before(victim.oldest.written) {
+				victim = mp
+			}
+		}
+		victim.remove(victim.oldest)
+		m.evicted++
+	}
+}
+
+// validEntry reports why e cannot have been written by a store, if it
+// cannot.
+func validEntry(e Entry) error {
+	if e.Attempts < 0 {
+		return fmt.Errorf("negative attempts %d", e.Attempts)
+	}
+	for i, mk := range e.Markers {
+		if mk == "" {
+			return errors.New("empty marker")
+		}
+		for _, prev := range e.Markers[:i] {
+			if prev == mk {
+				return fmt.Errorf("duplicate marker %q", mk)
+			}
+		}
+	}
+	return nil
+}
+
+// copyEntry returns e with a Markers slice of its own.
+func copyEntry(e Entry) Entry {
+	if len(e.Markers) > 0 {
+		e.Markers = append([]string(nil), e.Markers...)
+	} else {
+		e.Markers = nil
+	}
+	return e
+}

@@ -1,0 +1,188 @@
+package dedupe_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kbatch/kbatch/dedupe"
+	"github.com/kbatch/kbatch/dedupe/dedupetest"
+)
+
+func newMemoryHarness(t *testing.T) *dedupetest.Harness {
+	clock := dedupetest.NewClock(time.Time{})
+	backend := dedupe.NewMemoryBackend()
+	return &dedupetest.Harness{
+		Open: func(t *testing.T) dedupe.Store {
+			s := dedupe.NewMemory(dedupe.MemoryOptions{Backend: backend, Now: clock.Now})
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		},
+		Topic:      "input",
+		Partitions: 4,
+		Retention:  dedupe.DefaultMemoryMaxAge,
+		Advance:    clock.Advance,
+		InjectMalformed: func(_ *testing.T, p dedupe.Partition, key string) {
+			backend.InjectMalformed(p, key)
+		},
+		Malformed: func(s dedupe.Store) int64 { return s.(*dedupe.Memory).Stats().Malformed },
+	}
+}
+
+func TestMemoryConformance(t *testing.T) {
+	dedupetest.Run(t, newMemoryHarness, dedupetest.Features{FencedWritesFail: true})
+}
+
+// TestMemoryMaxKeys guards the memory bound: a store that grows without
+// limit, that evicts the most recently written keys instead of the least
+// recently written, or that counts only one partition against MaxKeys.
+func TestMemoryMaxKeys(t *testing.T) {
+	ctx := context.Background()
+	clock := dedupetest.NewClock(time.Time{})
+	m := dedupe.NewMemory(dedupe.MemoryOptions{MaxKeys: 3, Now: clock.Now})
+	p0 := dedupe.Partition{Topic: "t", Partition: 0}
+	p1 := dedupe.Partition{Topic: "t", Partition: 1}
+	for _, p := range []dedupe.Partition{p0, p1} {
+		if err := m.Assign(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(p dedupe.Partition, key string) {
+		t.Helper()
+		clock.Advance(time.Second)
+		if _, err := m.Begin(ctx, p, []string{key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(p0, "a") // oldest
+	step(p1, "b")
+	step(p0, "c")
+	step(p0, "a") // rewritten: now the newest; b is the oldest
+	step(p1, "d") // over the bound: b goes
+
+	if s := m.Stats(); s.Keys != 3 || s.Evicted != 1 {
+		t.Fatalf("stats %+v, want 3 keys and 1 eviction", s)
+	}
+	got0, _ := m.Lookup(ctx, p0, []string{"a", "c"})
+	got1, _ := m.Lookup(ctx, p1, []string{"b", "d"})
+	if got0[0].Attempts != 2 || got0[1].Attempts != 1 || got1[0].Attempts != 0 || got1[1].Attempts != 1 {
+		t.Fatalf("attempts a=%d c=%d b=%d d=%d, want a=2 c=1 b=0 (evicted) d=1",
+			got0[0].Attempts, got0[1].Attempts, got1[0].Attempts, got1[1].Attempts)
+	}
+}
+
+// TestMemoryExpiresIsLastWritePlusMaxAge guards Entry.Expires: the consumer
+// and operators read it to know how long a done key still protects
+// against replays.
+func TestMemoryExpiresIsLastWritePlusMaxAge(t *testing.T) {
+	ctx := context.Background()
+	clock := dedupetest.NewClock(time.Time{})
+	m := dedupe.NewMemory(dedupe.MemoryOptions{MaxAge: time.Hour, Now: clock.Now})
+	p := dedupe.Partition{Topic: "t", Partition: 0}
+	if err := m.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	es, err := m.Begin(ctx, p, []string{"k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := clock.Now().Add(time.Hour); !es[0].Expires.Equal(want) {
+		t.Fatalf("Expires %v after Begin, want %v", es[0].Expires, want)
+	}
+	clock.Advance(10 * time.Minute)
+	if err := m.Done(ctx, p, []string{"k"}); err != nil {
+		t.Fatal(err)
+	}
+	es, _ = m.Lookup(ctx, p, []string{"k"})
+	if want := clock.Now().Add(time.Hour); !es[0].Expires.Equal(want) {
+		t.Fatalf("Expires %v after Done, want %v", es[0].Expires, want)
+	}
+}
+
+// TestMemoryPrivateBackend guards the default: stores opened without a
+// Backend must not share state by accident (a package-level default
+// backend would leak keys between tests and consumers in one process).
+func TestMemoryPrivateBackend(t *testing.T) {
+	ctx := context.Background()
+	p := dedupe.Partition{Topic: "t", Partition: 0}
+	a, b := dedupe.NewMemory(dedupe.MemoryOptions{}), dedupe.NewMemory(dedupe.MemoryOptions{})
+	for _, s := range []*dedupe.Memory{a, b} {
+		if err := s.Assign(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Begin(ctx, p, []string{"k"}); err != nil {
+		t.Fatalf("a: %v (b's Assign fenced a: the backend is shared)", err)
+	}
+	es, err := b.Lookup(ctx, p, []string{"k"})
+	if err != nil || es[0].Attempts != 0 {
+		t.Fatalf("b sees attempts %d (err %v) for a key only a wrote, want 0", es[0].Attempts, err)
+	}
+}
+
+// BenchmarkMemoryBeginDone measures the dedupe gate's cost per batch of 500
+// keys on the memory store: one Begin and one Done, with fresh keys each
+// batch (the store runs at its MaxKeys bound, so evictions are included).
+func BenchmarkMemoryBeginDone(b *testing.B) {
+	const batch = 500
+	ctx := context.Background()
+	m := dedupe.NewMemory(dedupe.MemoryOptions{})
+	p := dedupe.Partition{Topic: "t", Partition: 0}
+	if err := m.Assign(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	// Precomputed batches, more keys than MaxKeys, so that a batch used
+	// again was evicted in between and counts as new.
+	batches := make([][]string, 2*dedupe.DefaultMemoryMaxKeys/batch+1)
+	for i := range batches {
+		batches[i] = make([]string, batch)
+		for j := range batches[i] {
+			batches[i][j] = "key-" + strconv.Itoa(i*batch+j)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		keys := batches[i%len(batches)]
+		i++
+		es, err := m.Begin(ctx, p, keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if es[0].Done {
+			b.Fatal("a new key is done: the batch was not evicted")
+		}
+		if err := m.Done(ctx, p, keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i*batch), "ns/key")
+}
+
+func ExampleMemory() {
+	ctx := context.Background()
+	store := dedupe.NewMemory(dedupe.MemoryOptions{})
+	p := dedupe.Partition{Topic: "orders", Partition: 0}
+	_ = store.Assign(ctx, p)
+
+	// The first delivery fails after charging: the handler marked it.
+	es, _ := store.Begin(ctx, p, []string{"order-42"})
+	_ = store.Mark(ctx, p, "order-42", "charged")
+	fmt.Println(es[0].Attempts, es[0].Markers)
+
+	// The redelivery sees the count and the marker, and succeeds.
+	es, _ = store.Begin(ctx, p, []string{"order-42"})
+	fmt.Println(es[0].Attempts, es[0].Markers, es[0].HasMarker("charged"))
+	_ = store.Done(ctx, p, []string{"order-42"})
+
+	// A replay is skipped.
+	es, _ = store.Begin(ctx, p, []string{"order-42"})
+	fmt.Println(es[0].Attempts, es[0].Done)
+	// Output:
+	// 1 []
+	// 2 [charged] true
+	// 2 true
+}
