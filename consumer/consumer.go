@@ -145,10 +145,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	}
 	c.cl = cl
 	if cfg.DeadLetter != nil {
-		if c.deadLetters, err = newDeadLetterWriter(cfg.DeadLetter, cfg.Brokers, cfg.ClientOpts); err != nil {
-			cl.Close()
-			return nil, fmt.Errorf("kbatch: making the dead-letter producer: %w", err)
-		}
+		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cl)
 	}
 	return c, nil
 }
@@ -201,9 +198,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.stopAllWorkers(false) // anything left (e.g. after a lost session)
 	c.hardCancel()
 	c.wg.Wait()
-	if c.deadLetters != nil {
-		c.deadLetters.cl.Close()
-	}
 	return nil
 }
 
@@ -217,9 +211,6 @@ func (c *Consumer) Close() error {
 		if neverRan {
 			c.cl.Close()
 			c.hardCancel()
-			if c.deadLetters != nil {
-				c.deadLetters.cl.Close()
-			}
 			return
 		}
 		<-c.runDone

@@ -23,8 +23,10 @@ const (
 	HeaderTime            = "kbatch-time" // RFC 3339, UTC, when it was dead-lettered
 )
 
-// deadLetterWriter writes records to dead-letter topics through a producer
-// client of its own (the group client stays a pure consumer).
+// deadLetterWriter writes records to dead-letter topics through the
+// consumer's own client (idempotent, acks=all by default). kgo leaves the
+// group, running the revoke drain that may still dead-letter records, before
+// it stops producing, so writes made while closing go through.
 type deadLetterWriter struct {
 	cfg     *DeadLetter
 	cl      *kgo.Client
@@ -32,14 +34,8 @@ type deadLetterWriter struct {
 	ensured map[string]bool
 }
 
-func newDeadLetterWriter(cfg *DeadLetter, brokers []string, extra []kgo.Opt) (*deadLetterWriter, error) {
-	opts := append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, extra...)
-	opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordRetries(10))
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, err
-	}
-	return &deadLetterWriter{cfg: cfg, cl: cl, ensured: map[string]bool{}}, nil
+func newDeadLetterWriter(cfg *DeadLetter, cl *kgo.Client) *deadLetterWriter {
+	return &deadLetterWriter{cfg: cfg, cl: cl, ensured: map[string]bool{}}
 }
 
 // ensureTopic creates the dead-letter topic with the broker's defaults if it
