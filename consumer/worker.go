@@ -46,11 +46,10 @@ func newWorker(c *Consumer, tp offsets.Partition) *worker {
 	}
 }
 
-// enqueue hands a chunk of fetched records to the worker without blocking and
-// pauses the partition's fetching when the worker holds more than its share.
+// enqueue hands a chunk of fetched records to the worker without blocking.
 // It reports false if the worker already stopped (the records are dropped and
 // left uncommitted for the next owner).
-func (w *worker) enqueue(recs []*kgo.Record, bytes int, limitRecs, limitBytes int) bool {
+func (w *worker) enqueue(recs []*kgo.Record, bytes int) bool {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -59,11 +58,6 @@ func (w *worker) enqueue(recs []*kgo.Record, bytes int, limitRecs, limitBytes in
 	w.queue = append(w.queue, recs)
 	w.heldRecs += len(recs)
 	w.heldBytes += bytes
-	if !w.paused && (w.heldRecs >= limitRecs || w.heldBytes >= limitBytes) {
-		w.paused = true
-		w.c.cl.PauseFetchPartitions(map[string][]int32{w.tp.Topic: {w.tp.Partition}})
-		w.c.stats.pauses.Add(1)
-	}
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -91,6 +85,19 @@ func (w *worker) release(n, bytes int) {
 	}
 	w.mu.Unlock()
 	w.c.releaseBuffered(n, bytes)
+}
+
+// pauseIfOver pauses the partition's fetching if the worker holds more than
+// its share of the buffer bounds.
+func (w *worker) pauseIfOver(limitRecs, limitBytes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.paused || w.stopped || (w.heldRecs < limitRecs && w.heldBytes < limitBytes) {
+		return
+	}
+	w.paused = true
+	w.c.cl.PauseFetchPartitions(map[string][]int32{w.tp.Topic: {w.tp.Partition}})
+	w.c.stats.pauses.Add(1)
 }
 
 // takeAll removes every queued chunk.
