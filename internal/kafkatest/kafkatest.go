@@ -24,9 +24,13 @@ var (
 	embeddedErr  error
 )
 
-// Kind says which broker Brokers returns: "env" or "kfake".
+// Kind says which broker Brokers returns: "testcontainers" (when
+// KBATCH_TESTCONTAINERS=1), "env" (KAFKA_BROKERS) or "kfake".
 func Kind() string {
-	if os.Getenv("KAFKA_BROKERS") != "" {
+	switch {
+	case useTestcontainers():
+		return "testcontainers"
+	case os.Getenv("KAFKA_BROKERS") != "":
 		return "env"
 	}
 	return "kfake"
@@ -36,10 +40,14 @@ func Kind() string {
 func IsReal() bool { return Kind() != "kfake" }
 
 // Brokers returns the seed brokers for the test, starting the embedded
-// cluster on first use.
+// cluster (or the container) on first use. With KBATCH_TESTCONTAINERS=1 and
+// no Docker engine it skips the test.
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	if Kind() == "env" {
+	switch Kind() {
+	case "testcontainers":
+		return brokersFromContainer(t)
+	case "env":
 		return strings.Split(os.Getenv("KAFKA_BROKERS"), ",")
 	}
 	embeddedOnce.Do(func() {
@@ -197,10 +205,12 @@ func EndOffsets(t testing.TB, brokers []string, topic string) map[int32]int64 {
 	return out
 }
 
-// Shutdown closes the embedded cluster if one was started. Call it from
-// TestMain after m.Run, before checking for leaked goroutines.
+// Shutdown closes the embedded cluster and removes the Kafka container if
+// either was started. Call it from TestMain after m.Run, before checking for
+// leaked goroutines.
 func Shutdown() {
 	if embedded != nil {
 		embedded.Close()
 	}
+	stopContainer()
 }

@@ -1,0 +1,36 @@
+// Package chaos is kbatch's chaos suite: it runs a consumer group of real
+// member processes (chaos/member) over a topic of a million records, SIGKILLs
+// and restarts members mid-stream, makes one leave gracefully and, against
+// the CI broker, restarts the broker; then it reads every member's ledger and
+// checks the guarantees end to end:
+//
+//   - lost = 0: every produced record was handled at least once;
+//   - order violations = 0: within one run of a partition's ownership (one
+//     process incarnation, one member id and generation) offsets strictly
+//     increase;
+//   - duplicates are counted and reported (after a SIGKILL, the records since
+//     the last commit come again: that is at-least-once);
+//   - the group's committed offsets end equal to the end offsets.
+//
+// It prints one CHAOS-SUMMARY line per group protocol (classic, and KIP-848
+// through consumer.ProtocolConsumer) and is skipped unless KBATCH_CHAOS=1:
+//
+//	KBATCH_CHAOS=1 go test -v -timeout 40m ./chaos/                              # kfake, in the test process
+//	KBATCH_CHAOS=1 KBATCH_CHAOS_RECORDS=100000 KBATCH_CHAOS_STREAM=30s go test -v ./chaos/   # quick
+//	KAFKA_BROKERS=127.0.0.1:9092 KBATCH_CHAOS=1 KBATCH_CHAOS_BROKER_RESTART=1 \
+//	    go test -v -timeout 40m ./chaos/                                         # scripts/kafka broker
+//
+// Knobs (flags after -args, or environment): -chaos.records
+// (KBATCH_CHAOS_RECORDS, 1000000), -chaos.partitions (12), -chaos.members (3),
+// -chaos.kills (6), -chaos.stream (75s: the members' handlers are paced so
+// that, with nothing failing, handling everything takes this long, and the
+// chaos happens within it), -chaos.seed (KBATCH_CHAOS_SEED: repeats a
+// schedule), -chaos.protocols (classic,consumer). KBATCH_CHAOS_KEEP=<dir>
+// keeps each run's ledgers and member logs.
+//
+// On kfake the broker runs inside the test process (kafkatest.NewEmbedded,
+// reachable by the members over loopback), so it cannot be restarted; the
+// broker restart (scripts/kafka/kafka.sh restart, which keeps the data) needs
+// KAFKA_BROKERS and KBATCH_CHAOS_BROKER_RESTART=1, as scripts/ci-real-broker.sh
+// sets them.
+package chaos
