@@ -1,11 +1,8 @@
 package consumer
 
 import (
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/kbatch/kbatch/internal/kafkatest"
 )
@@ -15,13 +12,5 @@ func TestMain(m *testing.M) {
 		// This test binary was started by a crash test as a group member.
 		os.Exit(runChild())
 	}
-	code := m.Run()
-	kafkatest.Shutdown()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(kafkatest.Run(m))
 }

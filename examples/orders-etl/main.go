@@ -43,8 +43,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
 
@@ -194,7 +192,7 @@ func demo(f flags) error {
 	}
 	brokers := strings.Split(f.brokers, ",")
 
-	if err := createTopic(brokers, f.topic, f.partitions); err != nil {
+	if err := kafkatest.CreateTopic(context.Background(), brokers, f.topic, f.partitions); err != nil {
 		return err
 	}
 	if err := produceOrders(brokers, f.topic, f.orders); err != nil {
@@ -273,24 +271,6 @@ func demo(f flags) error {
 	fmt.Printf("  missing               %d\n", missing)
 	if doubleCharged != 0 || missing != 0 {
 		return fmt.Errorf("check failed: %d double charges, %d orders missing a step", doubleCharged, missing)
-	}
-	return nil
-}
-
-func createTopic(brokers []string, topic string, partitions int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("creating topic %s: %w", topic, err)
 	}
 	return nil
 }

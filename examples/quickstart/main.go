@@ -68,7 +68,7 @@ func run() error {
 		fmt.Printf("embedded kfake broker on %s\n", strings.Join(seeds, ","))
 	}
 
-	if err := createTopic(seeds, *topic, *partitions); err != nil {
+	if err := kafkatest.CreateTopic(context.Background(), seeds, *topic, *partitions); err != nil {
 		return err
 	}
 	fmt.Printf("producing %d events to %s ...\n", *records, *topic)
@@ -270,24 +270,6 @@ func splitBrokers(s string) []string {
 		}
 	}
 	return out
-}
-
-func createTopic(brokers []string, topic string, partitions int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !strings.Contains(err.Error(), "TOPIC_ALREADY_EXISTS") {
-		return fmt.Errorf("creating topic %s: %w", topic, err)
-	}
-	return nil
 }
 
 func endOffsets(brokers []string, topic string) (map[int32]int64, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
 )
 
 var (
@@ -213,4 +214,40 @@ func Shutdown() {
 		embedded.Close()
 	}
 	stopContainer()
+}
+
+// Run is a TestMain for packages that use a test broker: it runs the tests,
+// shuts the broker down, then fails the run if a goroutine leaked. It
+// returns the exit code:
+//
+//	func TestMain(m *testing.M) { os.Exit(kafkatest.Run(m)) }
+func Run(m *testing.M) int {
+	code := m.Run()
+	Shutdown()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// CreateTopic creates topic with the given partitions and the broker's
+// default replication; a topic that already exists is not an error. It is for
+// programs (examples, the bench); tests use NewTopic.
+func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating topic %s: %w", topic, err)
+	}
+	return nil
 }
