@@ -1,0 +1,372 @@
+// Command bench measures kbatch's end-to-end consuming throughput side by
+// side with a raw franz-go poll loop (the ceiling), per-record synchronous
+// commits (the anti-pattern), segmentio/kafka-go, IBM/sarama and, on a real
+// broker, Kafka's own Java ConsumerPerformance.
+//
+// With no flags it starts an embedded kfake broker, pre-produces one topic,
+// consumes it in every scenario, one after another with a fresh group each,
+// repeats that -runs times in rotated orders, and prints a table of medians
+// (records/s, MiB/s, ratio to the raw loop, commits, allocations per record,
+// peak heap and RSS, wall time). It writes results.json and chart.svg to
+// -out. Every scenario checks it received every record; the program exits 1
+// when one did not. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// options are the flags.
+type options struct {
+	brokers      string
+	kfakeBrokers int
+	kfakeInProc  bool
+	topic        string
+	keepTopic    bool
+	replication  int
+
+	records     int
+	partitions  int
+	valueBytes  int
+	keys        int
+	compression string
+
+	runs        int
+	syncRecords int
+	work        time.Duration
+	stall       time.Duration
+	only        string
+
+	java        bool
+	kafkaSh     string
+	javaTimeout time.Duration
+
+	out        string
+	cpuprofile string
+	quiet      bool
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.brokers, "brokers", "", "seed brokers of a real cluster, host:port,...; empty: an embedded kfake broker")
+	fs.IntVar(&o.kfakeBrokers, "kfake-brokers", 3, "brokers in the embedded kfake cluster")
+	fs.BoolVar(&o.kfakeInProc, "kfake-inproc", false, "run kfake in this process instead of a child process (its CPU, allocations and heap then count as the client's)")
+	fs.StringVar(&o.topic, "topic", "", "topic to use; default a new kbatch-bench-<random>. An existing topic that holds records is reused as it is")
+	fs.BoolVar(&o.keepTopic, "keep-topic", false, "with -brokers, keep the topic the bench created instead of deleting it")
+	fs.IntVar(&o.replication, "replication", 1, "replication factor of the created topic")
+	fs.IntVar(&o.records, "records", 2_000_000, "records to pre-produce (every scenario reads them all, but franz-sync)")
+	fs.IntVar(&o.partitions, "partitions", 8, "partitions of the topic (records spread round-robin)")
+	fs.IntVar(&o.valueBytes, "value-size", 100, "bytes per record value (random)")
+	fs.IntVar(&o.keys, "keys", 100_000, `distinct record keys "key-<n>", cycled; 0: records have no key`)
+	fs.StringVar(&o.compression, "compression", "none", "compression of the produced batches: none, gzip, snappy, lz4, zstd")
+	fs.IntVar(&o.runs, "runs", 3, "runs of every scenario; the table shows medians")
+	fs.IntVar(&o.syncRecords, "sync-records", 20_000, "records the per-record-commit scenario (franz-sync) reads; its wall time is scaled to -records")
+	fs.DurationVar(&o.work, "work", time.Millisecond, "simulated work per batch in kbatch-work: a wait this long (a sink's round trip), after a checksum of every value")
+	fs.DurationVar(&o.stall, "stall", 30*time.Second, "a scenario that receives nothing for this long is stopped and reported failed")
+	fs.StringVar(&o.only, "scenarios", "", "comma-separated scenario keys to run (default all): "+strings.Join(scenarioKeys(), ", ")+", java-perf")
+	fs.BoolVar(&o.java, "java", true, "with -brokers, also run Kafka's ConsumerPerformance (Java) through scripts/kafka/kafka.sh, when it and java are available")
+	fs.StringVar(&o.kafkaSh, "kafka-sh", "", "path of scripts/kafka/kafka.sh; default: found from the working directory upwards")
+	fs.DurationVar(&o.javaTimeout, "java-timeout", 10*time.Minute, "bound on one ConsumerPerformance run, and on resolving its jars")
+	fs.StringVar(&o.out, "out", "", "directory for results.json and chart.svg; default bench-results/ at the repository root")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios to this file (pprof label scenario=<key>: go tool pprof -tagfocus scenario=kbatch ...)")
+	fs.BoolVar(&o.quiet, "q", false, "quiet: no progress display, only the table")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	switch {
+	case o.records < 1:
+		return nil, errors.New("-records must be > 0")
+	case o.partitions < 1:
+		return nil, errors.New("-partitions must be > 0")
+	case o.valueBytes < 0:
+		return nil, errors.New("-value-size must be >= 0")
+	case o.keys < 0:
+		return nil, errors.New("-keys must be >= 0")
+	case o.runs < 1:
+		return nil, errors.New("-runs must be > 0")
+	case o.syncRecords < 1:
+		return nil, errors.New("-sync-records must be > 0")
+	case o.kfakeBrokers < 1:
+		return nil, errors.New("-kfake-brokers must be > 0")
+	case o.stall <= 0:
+		return nil, errors.New("-stall must be > 0")
+	}
+	if _, err := compressionCodec(o.compression); err != nil {
+		return nil, fmt.Errorf("-compression: %w", err)
+	}
+	return o, nil
+}
+
+func scenarioKeys() []string {
+	var keys []string
+	for _, s := range scenarios() {
+		keys = append(keys, s.Key)
+	}
+	return keys
+}
+
+func main() {
+	if n := os.Getenv(childEnv); n != "" {
+		os.Exit(serveKfakeChild(n))
+	}
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, o, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if rep.Failed {
+		os.Exit(1)
+	}
+}
+
+// run is the whole suite; the table goes to stdout, progress to stderr.
+func run(ctx context.Context, o *options, stdout io.Writer) (*Report, error) {
+	prog := newProgress(os.Stderr, o.quiet)
+	rep := &Report{
+		Started:    time.Now(),
+		Go:         runtime.Version(),
+		OS:         runtime.GOOS + "/" + runtime.GOARCH,
+		CPU:        cpuModel(),
+		NumCPU:     runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		Params: Params{
+			Records: o.records, Partitions: o.partitions, ValueBytes: o.valueBytes, Keys: o.keys,
+			Compression: o.compression, Runs: o.runs, SyncRecords: o.syncRecords,
+			Work: o.work.String(), Stall: o.stall.String(), Scenarios: o.only,
+		},
+	}
+	outDir, err := outputDir(o.out)
+	if err != nil {
+		return nil, err
+	}
+
+	table, err := selectScenarios(scenarios(), o.only)
+	if err != nil {
+		return nil, err
+	}
+
+	// The broker.
+	var b *broker
+	switch {
+	case o.brokers != "":
+		b = externalBroker(strings.Split(o.brokers, ","))
+	case o.kfakeInProc:
+		b, err = startKfakeInProcess(o.kfakeBrokers)
+	default:
+		b, err = startKfakeChild(o.kfakeBrokers)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	rep.Broker, rep.Brokers = b.Kind, b.Addrs
+	prog.note("broker: %s at %s", b.Kind, strings.Join(b.Addrs, ","))
+
+	// The Java reference, on a real broker only.
+	wantJava := o.only == "" || containsKey(o.only, "java-perf")
+	switch {
+	case o.brokers == "":
+		if containsKey(o.only, "java-perf") {
+			rep.Notes = append(rep.Notes, "java-perf runs only against a real broker (-brokers)")
+		}
+	case !o.java || !wantJava:
+		rep.Notes = append(rep.Notes, "Java ConsumerPerformance reference not run (-java=false or not in -scenarios)")
+	default:
+		prog.note("checking Kafka's ConsumerPerformance (scripts/kafka/kafka.sh run-class; may resolve jars first) ...")
+		j, err := findJavaRef(ctx, o.kafkaSh, o.javaTimeout)
+		if err != nil {
+			note := "Java ConsumerPerformance reference skipped: " + err.Error()
+			rep.Notes = append(rep.Notes, note)
+			prog.note("%s", note)
+		} else {
+			table = append(table, j.scenario())
+		}
+	}
+
+	if len(table) == 0 {
+		return nil, errors.New("no scenario to run (java-perf needs -brokers)")
+	}
+
+	// The topic.
+	topic := o.topic
+	if topic == "" {
+		topic = uniqueName("kbatch-bench")
+	}
+	var produced atomic.Int64
+	pt := prog.track("producing "+topic, int64(o.records), produced.Load, false)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	data, err := prepareTopic(pctx, b.Addrs, topic, produceSpec{
+		Records: o.records, Partitions: o.partitions, ValueBytes: o.valueBytes, Keys: o.keys,
+		Replication: o.replication, Compression: o.compression,
+	}, &produced)
+	cancel()
+	if err != nil {
+		pt.finish("failed")
+		return nil, err
+	}
+	if data.Created {
+		pt.finish(fmt.Sprintf("%s records, %s", groupDigits(data.Records), bytesText(float64(data.Bytes))))
+	} else {
+		pt.finish(fmt.Sprintf("reusing %s records already there", groupDigits(data.Records)))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("topic %s existed and was reused: -records, -partitions, -value-size, -keys did not apply", topic))
+		rep.Params.Records, rep.Params.Partitions = int(data.Records), len(data.Spans)
+	}
+	rep.Data = data
+	if data.Created && o.brokers != "" && !o.keepTopic {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := deleteTopic(dctx, b.Addrs, topic); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: deleting topic %s: %v\n", topic, err)
+			}
+		}()
+	}
+
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	h := &harness{
+		brokers:  b.Addrs,
+		data:     data,
+		subset:   subsetSpans(data.Spans, int64(o.syncRecords)),
+		work:     o.work,
+		stall:    o.stall,
+		closeMax: 60 * time.Second,
+		progress: prog,
+	}
+	results := make([][]RunResult, len(table))
+	for run := 1; run <= o.runs; run++ {
+		for i := range table {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			k := (i + run - 1) % len(table) // rotate: each run starts one scenario later
+			sc := table[k]
+			label := fmt.Sprintf("run %d/%d %s", run, o.runs, sc.Key)
+			results[k] = append(results[k], h.runOne(ctx, sc, run, i+1, label))
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	for k, sc := range table {
+		want := data.Records
+		if sc.Subset {
+			want = NewChecker(h.subset).Want()
+		}
+		rep.Scenarios = append(rep.Scenarios, ScenarioReport{
+			Key: sc.Key, Name: sc.Name, Subset: sc.Subset, External: sc.External, Want: want, Runs: results[k],
+		})
+	}
+	rep.Finished = time.Now()
+	rep.summarize()
+	rep.printTable(stdout)
+
+	jsonPath, svgPath := filepath.Join(outDir, "results.json"), filepath.Join(outDir, "chart.svg")
+	if err := rep.writeJSON(jsonPath); err != nil {
+		return nil, err
+	}
+	if err := rep.writeChart(svgPath); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "\nwrote %s and %s\n", jsonPath, svgPath)
+	return rep, nil
+}
+
+// selectScenarios keeps the scenarios named in only (all when empty).
+func selectScenarios(all []Scenario, only string) ([]Scenario, error) {
+	if only == "" {
+		return all, nil
+	}
+	known := map[string]bool{"java-perf": true}
+	for _, s := range all {
+		known[s.Key] = true
+	}
+	for _, k := range strings.Split(only, ",") {
+		if !known[strings.TrimSpace(k)] {
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s, java-perf)", k, strings.Join(scenarioKeys(), ", "))
+		}
+	}
+	var out []Scenario
+	for _, s := range all {
+		if containsKey(only, s.Key) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func containsKey(list, key string) bool {
+	for _, k := range strings.Split(list, ",") {
+		if strings.TrimSpace(k) == key {
+			return true
+		}
+	}
+	return false
+}
+
+// outputDir makes and returns the output directory: dir if set, else
+// bench-results/ at the repository root (the directory holding both go.mod
+// and bench/go.mod, which .gitignore covers), else ./bench-results.
+func outputDir(dir string) (string, error) {
+	if dir == "" {
+		dir = "bench-results"
+		if root, err := findUp(filepath.Join("bench", "go.mod")); err == nil {
+			dir = filepath.Join(filepath.Dir(filepath.Dir(root)), "bench-results")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("making output directory: %w", err)
+	}
+	return dir, nil
+}
+
+// cpuModel reads the CPU's name from /proc/cpuinfo, where there is one.
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunWritesTableJSONAndChart runs the whole program on a small topic
+// (broker in a child process, as with no flags) and checks its outputs: a
+// table, results.json with every run of every chosen scenario in rotated
+// order, and chart.svg.
+func TestRunWritesTableJSONAndChart(t *testing.T) {
+	out := t.TempDir()
+	o, err := parseFlags([]string{"-records", "3000", "-partitions", "3", "-runs", "2", "-sync-records", "60",
+		"-scenarios", "franz-raw,franz-sync,kbatch", "-stall", "20s", "-q", "-out", out, "-kfake-brokers", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var table bytes.Buffer
+	rep, err := run(ctx, o, &table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed {
+		t.Fatalf("run failed:\n%s", table.String())
+	}
+	for _, want := range []string{"franz-go poll loop", "kbatch, defaults", "franz-sync read 60 records per run", "targets"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Report
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Scenarios) != 3 {
+		t.Fatalf("%d scenarios in the JSON, want 3", len(got.Scenarios))
+	}
+	firstOf := map[int]string{}
+	for _, s := range got.Scenarios {
+		if len(s.Runs) != 2 || s.OKRuns != 2 {
+			t.Errorf("%s: %d runs, %d ok; want 2 and 2", s.Key, len(s.Runs), s.OKRuns)
+		}
+		for _, r := range s.Runs {
+			if r.Order == 1 {
+				firstOf[r.Run] = s.Key
+			}
+		}
+	}
+	if firstOf[1] != "franz-raw" || firstOf[2] != "franz-sync" {
+		t.Errorf("first scenario of each run %v, want the order rotated by one", firstOf)
+	}
+	if raw := got.Scenarios[0]; raw.Key != rawKey || raw.Median.Ratio != 1 {
+		t.Errorf("raw loop %s ratio %v, want 1", raw.Key, raw.Median.Ratio)
+	}
+	svg, err := os.ReadFile(filepath.Join(out, "chart.svg"))
+	if err != nil || !bytes.HasPrefix(svg, []byte("<svg")) {
+		t.Fatalf("chart.svg: %v %.40q", err, svg)
+	}
+}
+
+// TestParseFlagsRefusesNonsense guards the flag checks.
+func TestParseFlagsRefusesNonsense(t *testing.T) {
+	for _, args := range [][]string{
+		{"-records", "0"}, {"-partitions", "0"}, {"-runs", "0"}, {"-compression", "brotli"},
+		{"-sync-records", "-1"}, {"stray"}, {"-keys", "-2"},
+	} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("parseFlags(%q) accepted", args)
+		}
+	}
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.records != 2_000_000 || o.runs != 3 || o.brokers != "" || o.valueBytes != 100 {
+		t.Errorf("defaults %+v", o)
+	}
+	if _, err := selectScenarios(scenarios(), "kbatch,nope"); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}
