@@ -113,12 +113,15 @@ type Config struct {
 	Protocol Protocol
 
 	// MaxBufferedRecords bounds the records this member holds (fetched and
-	// not yet handled, across all its partitions). Polling stops at the
-	// bound, and a partition whose own queue is over its share is paused.
-	// Default 20000.
+	// not yet handled, across all its partitions): polling stops at the
+	// bound. When the poll loop has waited 50ms for room (slow handlers),
+	// the partitions holding more than their share are paused, so that the
+	// others get the room; they resume at half their share. Default 20000.
 	MaxBufferedRecords int
 	// MaxBufferedBytes bounds the bytes (keys plus values) of those records.
-	// Default 64 MiB.
+	// Polls ask for as many records as the bound has room for at the
+	// average record size seen, so one poll can pass it by the spread of
+	// record sizes. Default 64 MiB.
 	MaxBufferedBytes int
 
 	// DrainTimeout bounds how long a revoke or a close waits for the batches

@@ -125,6 +125,10 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// Java's fetch.max.wait.ms (kgo's default is 5s): a partition
+		// resumed after a pause waits at most this long behind a long poll
+		// already in flight. ClientOpts may override it.
+		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{cfg.Logger}),
 	}
 	opts = append(opts, cfg.ClientOpts...)

@@ -129,6 +129,7 @@ type Memory struct {
 	malformed int64
 	evicted   int64
 	expired   int64
+	trimBuf   []*memPart // reused by trim
 }
 
 // MemoryStats are a Memory store's counters.
@@ -404,16 +405,18 @@ func (m *Memory) expireOldest(mp *memPart, now time.Time) {
 // until they hold at most MaxKeys. Called with b.mu held.
 func (m *Memory) trim() {
 	total := 0
+	parts := m.trimBuf[:0] // the partitions m still owns, looked up once
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp.epoch == epoch {
 			total += len(mp.keys)
+			parts = append(parts, mp)
 		}
 	}
+	m.trimBuf = parts[:0]
 	for ; total > m.maxKeys; total-- {
 		var victim *memPart
-		for p, epoch := range m.owned {
-			mp := m.b.parts[p]
-			if mp.epoch != epoch || mp.oldest == nil {
+		for _, mp := range parts {
+			if mp.oldest == nil {
 				continue
 			}
 			if victim == nil || mp.oldest.written.Before(victim.oldest.written) {
