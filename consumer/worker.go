@@ -255,21 +255,14 @@ func (w *worker) assignStore() bool {
 // reports false when the worker must stop: the batch was abandoned because
 // the partition is revoked, lost or closing, or it is no longer owned.
 func (w *worker) flushAndHandle(reason FlushReason) bool {
+	bytes := w.b.Bytes()
 	recs := w.b.Flush()
 	if len(recs) == 0 {
 		return true
 	}
-	bytes := 0
-	for _, r := range recs {
-		bytes += recordSize(r)
-	}
 	ok := w.handle(recs, reason)
-	if !ok {
-		w.release(len(recs), bytes)
-		return false
-	}
 	w.release(len(recs), bytes)
-	return true
+	return ok
 }
 
 // call runs the handler, turning a panic into a *PanicError.
