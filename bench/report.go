@@ -77,7 +77,7 @@ type Summary struct {
 	ScaledWallSec   float64 `json:"scaled_wall_sec"`
 }
 
-// Target is one of the issue's goals, reported and never asserted.
+// Target is one of kbatch's performance goals, reported and never asserted.
 type Target struct {
 	What  string  `json:"what"`
 	Value float64 `json:"value"` // median of the per-run ratios; NaN-free: 0 when unknown
@@ -224,7 +224,7 @@ func (r *Report) sideBySide(a, b string) float64 {
 	return median(v)
 }
 
-// targets are the issue's goals for kbatch's defaults.
+// targets are the performance goals for kbatch's defaults.
 func (r *Report) targets() []Target {
 	goal := func(what, other string, atLeast float64, goal string) Target {
 		v := r.sideBySide("kbatch", other)
