@@ -97,12 +97,14 @@ type Config struct {
 	// Topics are consumed. Required.
 	Topics []string
 
-	// Batch cuts batches. Defaults: MaxRecords 1000, MaxBytes 4 MiB,
-	// MaxWait 200ms measured from a batch's first record.
+	// Batch cuts batches. Each zero field gets its default: MaxRecords
+	// 1000, MaxBytes 4 MiB, MaxWait 200ms measured from a batch's first
+	// record. A negative MaxBytes or MaxWait turns that limit off.
 	Batch batcher.Policy
-	// Commit is the commit window. Defaults: EveryRecords 50000,
-	// Interval 5s (Java: auto.commit.interval.ms=5000). Commits also happen
-	// on every revoke and on close.
+	// Commit is the commit window. Each zero field gets its default:
+	// EveryRecords 50000, Interval 5s (Java: auto.commit.interval.ms=5000).
+	// A negative value turns that trigger off (not both). Commits also
+	// happen on every revoke and on close.
 	Commit offsets.Policy
 	// CommitTimeout bounds one commit request. Default 10s.
 	CommitTimeout time.Duration
@@ -169,14 +171,13 @@ const (
 
 // withDefaults returns cfg with every zero optional field set to its default.
 func (cfg Config) withDefaults() Config {
-	if cfg.Batch == (batcher.Policy{}) {
-		cfg.Batch = batcher.Policy{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, MaxWait: DefaultMaxWait}
-	} else if cfg.Batch.MaxRecords == 0 {
+	if cfg.Batch.MaxRecords == 0 {
 		cfg.Batch.MaxRecords = DefaultMaxRecords
 	}
-	if cfg.Commit == (offsets.Policy{}) {
-		cfg.Commit = offsets.Policy{EveryRecords: DefaultCommitEveryRecords, Interval: DefaultCommitInterval}
-	}
+	cfg.Batch.MaxBytes = orDefault(cfg.Batch.MaxBytes, DefaultMaxBytes)
+	cfg.Batch.MaxWait = orDefault(cfg.Batch.MaxWait, DefaultMaxWait)
+	cfg.Commit.EveryRecords = orDefault(cfg.Commit.EveryRecords, DefaultCommitEveryRecords)
+	cfg.Commit.Interval = orDefault(cfg.Commit.Interval, DefaultCommitInterval)
 	if cfg.CommitTimeout == 0 {
 		cfg.CommitTimeout = DefaultCommitTimeout
 	}
@@ -216,6 +217,18 @@ func (cfg Config) withDefaults() Config {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg
+}
+
+// orDefault maps zero to def and a negative value to zero, the "off" of the
+// batcher and offsets policies.
+func orDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // validate names the first invalid field. It runs after withDefaults.

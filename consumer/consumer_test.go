@@ -116,7 +116,7 @@ func TestCommitCountFollowsThePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
-	cfg.Commit = offsets.Policy{EveryRecords: 10000}
+	cfg.Commit = offsets.Policy{EveryRecords: 10000, Interval: -1}
 	var handled atomic.Int64
 	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
 		handled.Add(int64(len(b.Records)))
@@ -259,6 +259,23 @@ func TestCloseTwiceAndCloseWithoutRun(t *testing.T) {
 	}
 }
 
+// Guards the defaults: each zero field of the batch and commit policies gets
+// its own default (setting one field must not turn the others off), and a
+// negative value turns a limit off.
+func TestPolicyFieldsDefaultOneByOne(t *testing.T) {
+	cfg := Config{Batch: batcher.Policy{MaxRecords: 10}, Commit: offsets.Policy{EveryRecords: -1}}.withDefaults()
+	if want := (batcher.Policy{MaxRecords: 10, MaxBytes: DefaultMaxBytes, MaxWait: DefaultMaxWait}); cfg.Batch != want {
+		t.Fatalf("batch policy = %+v, want %+v", cfg.Batch, want)
+	}
+	if want := (offsets.Policy{EveryRecords: 0, Interval: DefaultCommitInterval}); cfg.Commit != want {
+		t.Fatalf("commit policy = %+v, want %+v", cfg.Commit, want)
+	}
+	cfg = Config{Batch: batcher.Policy{MaxBytes: -1, MaxWait: -1}}.withDefaults()
+	if want := (batcher.Policy{MaxRecords: DefaultMaxRecords}); cfg.Batch != want {
+		t.Fatalf("batch policy = %+v, want %+v (byte and time limits off)", cfg.Batch, want)
+	}
+}
+
 // Guards the Run context as the other way to stop: cancelling it drains and
 // commits like Close.
 func TestRunContextEndDrainsAndCommits(t *testing.T) {
@@ -268,7 +285,7 @@ func TestRunContextEndDrainsAndCommits(t *testing.T) {
 	kafkatest.Produce(t, brokers, topic, n, value100)
 	group := kafkatest.NewGroup(t)
 	cfg := baseConfig(t, topic, group)
-	cfg.Commit = offsets.Policy{EveryRecords: 1 << 30}
+	cfg.Commit = offsets.Policy{EveryRecords: -1, Interval: time.Hour}
 	var handled atomic.Int64
 	c, err := New(cfg, func(_ context.Context, b *Batch) error { handled.Add(int64(len(b.Records))); return nil })
 	if err != nil {
@@ -302,8 +319,8 @@ func TestNewRefusesInvalidConfigNamingTheField(t *testing.T) {
 		{"Group", func(c *Config) { c.Group = "" }},
 		{"Topics", func(c *Config) { c.Topics = nil }},
 		{"Topics[1]", func(c *Config) { c.Topics = []string{"a", "a"} }},
-		{"Batch", func(c *Config) { c.Batch = batcher.Policy{MaxRecords: 10, MaxBytes: -1} }},
-		{"Commit", func(c *Config) { c.Commit = offsets.Policy{EveryRecords: -5} }},
+		{"Batch", func(c *Config) { c.Batch = batcher.Policy{MaxRecords: -1} }},
+		{"Commit", func(c *Config) { c.Commit = offsets.Policy{EveryRecords: -1, Interval: -1} }},
 		{"MaxBufferedRecords", func(c *Config) { c.MaxBufferedRecords = 10 }},
 		{"MaxBufferedBytes", func(c *Config) { c.MaxBufferedBytes = -1 }},
 		{"DrainTimeout", func(c *Config) { c.DrainTimeout = -time.Second }},
