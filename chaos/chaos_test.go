@@ -33,7 +33,8 @@ var (
 	flagStream     = flag.Duration("chaos.stream", envDuration("KBATCH_CHAOS_STREAM", 75*time.Second),
 		"how long the members would take to handle every record if nothing failed (it paces their handlers); the chaos happens within it (env KBATCH_CHAOS_STREAM)")
 	flagSeed      = flag.Uint64("chaos.seed", uint64(envInt("KBATCH_CHAOS_SEED", 0)), "random seed; 0 picks one, printed (env KBATCH_CHAOS_SEED)")
-	flagProtocols = flag.String("chaos.protocols", envString("KBATCH_CHAOS_PROTOCOLS", "classic,consumer"), "group protocols to run (env KBATCH_CHAOS_PROTOCOLS)")
+	flagProtocols = flag.String("chaos.protocols", envString("KBATCH_CHAOS_PROTOCOLS", "classic,consumer,classic+dedupe"),
+		"variants to run: a group protocol (classic, consumer), +dedupe for members with the Kafka dedupe store (env KBATCH_CHAOS_PROTOCOLS)")
 )
 
 const (
@@ -64,12 +65,13 @@ func TestChaos(t *testing.T) {
 			*flagMembers, *flagPartitions, *flagRecords, *flagKills, *flagStream)
 	}
 	bin := buildMember(t)
-	for _, proto := range strings.Split(*flagProtocols, ",") {
-		proto = strings.TrimSpace(proto)
+	for _, variant := range strings.Split(*flagProtocols, ",") {
+		variant = strings.TrimSpace(variant)
+		proto, dedupe := strings.CutSuffix(variant, "+dedupe")
 		if proto != "classic" && proto != "consumer" {
-			t.Fatalf("chaos: unknown protocol %q in -chaos.protocols (classic, consumer)", proto)
+			t.Fatalf("chaos: unknown variant %q in -chaos.protocols (classic, consumer, either with +dedupe)", variant)
 		}
-		t.Run(proto, func(t *testing.T) { runChaos(t, bin, proto) })
+		t.Run(variant, func(t *testing.T) { runChaos(t, bin, proto, dedupe) })
 	}
 }
 
@@ -106,7 +108,13 @@ func planEvents(rng *rand.Rand, kills int, brokerRestart bool, stream time.Durat
 	return evs
 }
 
-func runChaos(t *testing.T, bin, proto string) {
+// dedupeBatch is Batch.MaxRecords of the members of a +dedupe variant: with
+// the dedupe store, a kill re-delivers at most the batch each of the member's
+// partitions had in flight, so small batches make the bound on duplicates
+// tight.
+const dedupeBatch = 20
+
+func runChaos(t *testing.T, bin, proto string, dedupe bool) {
 	wallStart := time.Now()
 	seed := *flagSeed
 	if seed == 0 {
@@ -156,10 +164,14 @@ func runChaos(t *testing.T, bin, proto string) {
 	// kills then land while there is work in flight.
 	rate := float64(n) / (float64(slots) * flagStream.Seconds())
 	dir := t.TempDir()
-	g := newGroup(t, bin, dir, slots, []string{
+	args := []string{
 		"-brokers", strings.Join(brokers, ","), "-group", group, "-topic", topic,
 		"-protocol", proto, "-rate", strconv.FormatFloat(rate, 'f', 1, 64),
-	})
+	}
+	if dedupe {
+		args = append(args, "-dedupe", "-batch", strconv.Itoa(dedupeBatch))
+	}
+	g := newGroup(t, bin, dir, slots, args)
 	var problems []string
 	onCrash := func(p *proc) {
 		problems = append(problems, fmt.Sprintf("%s exited on its own (%v); log tail:\n%s", p.name, p.exitErr, tail(p.log, 30)))
@@ -323,16 +335,28 @@ func runChaos(t *testing.T, bin, proto string) {
 		partsLost += st.PartitionsLost
 	}
 
-	t.Logf("CHAOS-SUMMARY protocol=%s broker=%s records=%d partitions=%d members=%d incarnations=%d kills=%d graceful_leaves=%d broker_restarts=%d crashes=%d "+
+	t.Logf("CHAOS-SUMMARY protocol=%s dedupe=%t broker=%s records=%d partitions=%d members=%d incarnations=%d kills=%d graceful_leaves=%d broker_restarts=%d crashes=%d "+
 		"rebalances=%d(%s) member_assigns=%d partitions_lost=%d handled=%d duplicates=%d lost=%d lost_keys=%d order_violations=%d ownership_runs=%d "+
 		"key_mismatches=%d phantoms=%d bad_lines=%d cut_tails=%d committed_eq_end=%t wall=%s seed=%d",
-		proto, kind, n, parts, slots, len(g.all), kills, leaves, restarts, len(g.crashed()),
+		proto, dedupe, kind, n, parts, slots, len(g.all), kills, leaves, restarts, len(g.crashed()),
 		rebalances, rebalanceSource, assigns, partsLost, a.Handled, a.Duplicates, lostOffsets, lostKeys, a.OrderViolations, a.Runs,
 		a.KeyMismatches, a.Phantoms, a.BadLines, a.CutTails, committedOK, time.Since(wallStart).Round(time.Second), seed)
 
 	if lostOffsets > 0 || lostKeys > 0 || a.OrderViolations > 0 || a.KeyMismatches > 0 || a.Phantoms > 0 || a.BadLines > 0 {
 		t.Errorf("ledgers: lost %d (keys %d), order violations %d, key mismatches %d, phantoms %d, bad lines %d; first problems:\n  %s\n(ledgers and member logs in %s)",
 			lostOffsets, lostKeys, a.OrderViolations, a.KeyMismatches, a.Phantoms, a.BadLines, strings.Join(a.Examples, "\n  "), dir)
+	}
+	// With the dedupe store a record done is never handed out again, even
+	// when its offset was not committed: a kill, or a partition lost on a
+	// broker restart, re-delivers at most the batch in flight on each
+	// partition (handled, not yet recorded done). Without the store a kill
+	// re-delivers everything since the last commit.
+	if dedupe {
+		bound := int64((kills + restarts + 1) * parts * dedupeBatch)
+		if a.Duplicates > bound {
+			t.Errorf("with the dedupe store: %d duplicates, more than the %d that %d kills and %d broker restarts can leave in flight (%d partitions x batches of %d)",
+				a.Duplicates, bound, kills, restarts, parts, dedupeBatch)
+		}
 	}
 	for _, p := range problems {
 		t.Error(p)

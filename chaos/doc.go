@@ -10,10 +10,14 @@
 //     increase;
 //   - duplicates are counted and reported (after a SIGKILL, the records since
 //     the last commit come again: that is at-least-once);
-//   - the group's committed offsets end equal to the end offsets.
+//   - the group's committed offsets end equal to the end offsets;
+//   - in the classic+dedupe variant, whose members use the Kafka dedupe
+//     store, duplicates stay within the batches in flight at the kills and
+//     broker restarts: a record done is not handed out again.
 //
-// It prints one CHAOS-SUMMARY line per group protocol (classic, and KIP-848
-// through consumer.ProtocolConsumer) and is skipped unless KBATCH_CHAOS=1:
+// It prints one CHAOS-SUMMARY line per variant (classic, KIP-848 through
+// consumer.ProtocolConsumer, classic+dedupe; KBATCH_CHAOS_PROTOCOLS picks) and
+// is skipped unless KBATCH_CHAOS=1:
 //
 //	KBATCH_CHAOS=1 go test -v -timeout 40m ./chaos/                              # kfake, in the test process
 //	KBATCH_CHAOS=1 KBATCH_CHAOS_RECORDS=100000 KBATCH_CHAOS_STREAM=30s go test -v ./chaos/   # quick

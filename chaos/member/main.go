@@ -39,6 +39,7 @@ import (
 
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/consumer"
+	"github.com/kbatch/kbatch/dedupe/kafkastore"
 	"github.com/kbatch/kbatch/offsets"
 )
 
@@ -62,6 +63,7 @@ func run() error {
 		session    = flag.Duration("session", 6*time.Second, "classic protocol session timeout (KIP-848 takes the broker's)")
 		heartbeat  = flag.Duration("heartbeat", 500*time.Millisecond, "classic protocol heartbeat interval")
 		maxRecords = flag.Int("batch", 500, "Batch.MaxRecords")
+		useDedupe  = flag.Bool("dedupe", false, "use the Kafka dedupe store: records done are not handed out again")
 		verbose    = flag.Bool("v", true, "log assignments and kgo info to stderr")
 	)
 	flag.Parse()
@@ -102,7 +104,18 @@ func run() error {
 		member, gen := c.Client().GroupMetadata()
 		return led.write(b, gen, member)
 	}
+	var dd *consumer.Dedupe
+	if *useDedupe {
+		store, err := kafkastore.New(kafkastore.Options{Brokers: strings.Split(*brokers, ","), Group: *group})
+		if err != nil {
+			_ = f.Close()
+			return err
+		}
+		defer store.Close()
+		dd = &consumer.Dedupe{Store: store}
+	}
 	c, err = consumer.New(consumer.Config{
+		Dedupe:       dd,
 		Brokers:      strings.Split(*brokers, ","),
 		Group:        *group,
 		Topics:       []string{*topic},

@@ -75,7 +75,13 @@ func NewEmbedded(opts ...kfake.Opt) (*kfake.Cluster, error) {
 func Name(t testing.TB, prefix string) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	n := strings.NewReplacer("/", "-", " ", "-", "#", "-").Replace(t.Name())
+	// Kafka allows only [a-zA-Z0-9._-] in topic names (kfake allows more).
+	n := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '-'
+	}, t.Name())
 	if len(n) > 80 {
 		n = n[:80]
 	}
