@@ -4,7 +4,7 @@
 #   1. brings up the single-node broker of scripts/kafka/kafka.sh (it fetches the jars itself)
 #      on 127.0.0.1:9092 and makes sure kcat is installed (kafka.sh ensure-kcat);
 #   2. go test -race -count=1 ./...                 the integration suites against real Kafka
-#   3. the chaos suite (./chaos), both group protocols, with one broker restart mid-stream
+#   3. the chaos suite (./chaos): classic, KIP-848 and classic with the dedupe store, one broker restart mid-stream each
 #      (KBATCH_CHAOS=1 KBATCH_CHAOS_BROKER_RESTART=1), printing its CHAOS-SUMMARY lines;
 #   4. the interop suite (./interop): kcat produces, kbatch consumes, Kafka's
 #      ConsumerGroupCommand must show LAG 0 (KBATCH_INTEROP=1);
