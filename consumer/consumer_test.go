@@ -280,11 +280,8 @@ func TestPolicyFieldsDefaultOneByOne(t *testing.T) {
 // commits like Close.
 func TestRunContextEndDrainsAndCommits(t *testing.T) {
 	const n = 3000
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produce100)
+	group := cfg.Group
 	cfg.Commit = offsets.Policy{EveryRecords: -1, Interval: time.Hour}
 	var handled atomic.Int64
 	c, err := New(cfg, func(_ context.Context, b *Batch) error { handled.Add(int64(len(b.Records))); return nil })

@@ -54,11 +54,8 @@ func header(r *kgo.Record, k string) string {
 // it, and the partition goes on and commits past it.
 func TestAlwaysFailingRecordIsDeadLetteredAndThePartitionGoesOn(t *testing.T) {
 	const n, poison = 1000, 437
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produce100)
+	group := cfg.Group
 	cfg.Batch = batcher.Policy{MaxRecords: 100, MaxWait: 10 * time.Millisecond}
 	cfg.DeadLetter = &DeadLetter{}
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3}
@@ -120,11 +117,8 @@ func TestAlwaysFailingRecordIsDeadLetteredAndThePartitionGoesOn(t *testing.T) {
 // passes it while it keeps failing (invariant 2).
 func TestPartialFailureCommitsExactlyTheRecordsBeforeTheIndex(t *testing.T) {
 	const n, stuck = 500, 230
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produce100)
+	group := cfg.Group
 	cfg.Batch = batcher.Policy{MaxRecords: 100, MaxWait: 10 * time.Millisecond}
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
 	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
@@ -157,11 +151,8 @@ func TestPartialFailureCommitsExactlyTheRecordsBeforeTheIndex(t *testing.T) {
 // commit does not pass it.
 func TestFailingDeadLetterWriteStopsThePartition(t *testing.T) {
 	const n, poison = 300, 120
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produce100)
+	group := cfg.Group
 	cfg.Batch = batcher.Policy{MaxRecords: 50, MaxWait: 10 * time.Millisecond}
 	// A name Kafka refuses: it collides with an existing topic (they differ
 	// only in '.' versus '_'), so it can be neither created nor written.
@@ -203,11 +194,8 @@ func TestFailingDeadLetterWriteStopsThePartition(t *testing.T) {
 // retries, and the records before it in the batch count as handled.
 func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 	const n, bad = 200, 77
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produce100)
+	group := cfg.Group
 	cfg.DeadLetter = &DeadLetter{Topic: func(s string) string { return s + "-dead" }}
 	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
 	var calls atomic.Int64

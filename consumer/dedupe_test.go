@@ -38,9 +38,7 @@ func produceKeyed(t *testing.T, brokers []string, topic string, n int) {
 // store.
 func TestDoneKeysAreNotHandedOutAgain(t *testing.T) {
 	const n = 1500
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	produceKeyed(t, brokers, topic, n)
+	_, _, cfg := onePartition(t, n, produceKeyed)
 	store := dedupe.NewMemory(dedupe.MemoryOptions{})
 	var handled atomic.Int64
 	h := func(_ context.Context, b *Batch) error {
@@ -52,7 +50,6 @@ func TestDoneKeysAreNotHandedOutAgain(t *testing.T) {
 		handled.Add(int64(len(b.Records)))
 		return nil
 	}
-	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
 	cfg.Dedupe = &Dedupe{Store: store}
 	m := startMember(t, cfg, h)
 	waitUntil(t, 30*time.Second, "all records", func() bool { return handled.Load() == n })
@@ -79,11 +76,8 @@ func TestDoneKeysAreNotHandedOutAgain(t *testing.T) {
 // with the next one.
 func TestAttemptsAndMarkersComeBackOnRetry(t *testing.T) {
 	const n = 300
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	produceKeyed(t, brokers, topic, n)
+	_, _, cfg := onePartition(t, n, produceKeyed)
 	store := dedupe.NewMemory(dedupe.MemoryOptions{})
-	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
 	cfg.Dedupe = &Dedupe{Store: store}
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
 	var (
@@ -140,11 +134,8 @@ func TestAttemptsAndMarkersComeBackOnRetry(t *testing.T) {
 // dead-letter topic, with MaxAttempts handed-out deliveries.
 func TestOnlyThePoisonRecordIsDeadLetteredWithAStore(t *testing.T) {
 	const n, poison = 400, 150
-	brokers := kafkatest.Brokers(t)
-	topic := kafkatest.NewTopic(t, 1)
-	produceKeyed(t, brokers, topic, n)
-	group := kafkatest.NewGroup(t)
-	cfg := baseConfig(t, topic, group)
+	brokers, topic, cfg := onePartition(t, n, produceKeyed)
+	group := cfg.Group
 	cfg.Dedupe = &Dedupe{Store: dedupe.NewMemory(dedupe.MemoryOptions{})}
 	cfg.DeadLetter = &DeadLetter{}
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 2 * time.Millisecond, MaxAttempts: 4}

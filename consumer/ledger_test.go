@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kbatch/kbatch/internal/kafkatest"
 )
 
 // ledger records, across all members of a test group, every record handed to
@@ -101,4 +103,19 @@ func (m *member) stop() error {
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("member did not stop within 60s")
 	}
+}
+
+// onePartition makes a one-partition topic holding n records written by
+// produce, and a test config that reads it with a group of its own.
+func onePartition(t *testing.T, n int, produce func(t *testing.T, brokers []string, topic string, n int)) ([]string, string, Config) {
+	t.Helper()
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	produce(t, brokers, topic, n)
+	return brokers, topic, baseConfig(t, topic, kafkatest.NewGroup(t))
+}
+
+// produce100 writes n records of 100-byte values.
+func produce100(t *testing.T, brokers []string, topic string, n int) {
+	kafkatest.Produce(t, brokers, topic, n, value100)
 }
