@@ -17,8 +17,9 @@
 //
 // How a record travels: the poll loop fetches at most as many records as the
 // buffer bounds leave room for and routes each partition's records to that
-// partition's worker goroutine; a worker that holds more than its share gets
-// its partition's fetching paused. The worker cuts batches (MaxRecords,
+// partition's worker goroutine; when handlers are slow (the poll loop waited
+// for room), the partitions holding more than their share of the buffer are
+// paused so the others keep flowing. The worker cuts batches (MaxRecords,
 // MaxBytes, or MaxWait from the batch's first record) and calls the handler
 // with one batch at a time. A failed batch (an error or a panic) is retried
 // with exponential backoff until it succeeds; the partition waits, the others
