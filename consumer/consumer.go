@@ -23,8 +23,9 @@ import (
 // goroutine runs the assign, revoke and lost callbacks. Run waits for all of
 // them before it returns.
 //
-// Lock order: Consumer.mu, then worker.mu. The offsets manager's locks are
-// never taken while Consumer.mu is held.
+// Lock order: the offsets manager's commit lock (held while onFenced runs),
+// then Consumer.mu, then worker.mu. The manager's commit lock is never taken
+// while Consumer.mu is held; its short inner lock may be.
 type Consumer struct {
 	cfg     Config
 	handler Handler
@@ -38,6 +39,7 @@ type Consumer struct {
 
 	mu      sync.Mutex
 	workers map[offsets.Partition]*worker // owned, routable partitions
+	fenced  map[offsets.Partition]int64   // owned, stopped by a fenced commit -> offset to start again from (-1: unknown yet)
 	nparts  atomic.Int64                  // len(workers), read by the poll loop without mu
 	wg      sync.WaitGroup                // every worker goroutine ever started
 
@@ -57,7 +59,7 @@ type Consumer struct {
 type counters struct {
 	records, batches, handlerErrors        atomic.Int64
 	assigned, revoked, lost, rebalances    atomic.Int64
-	pauses, dropped                        atomic.Int64
+	pauses                                 atomic.Int64
 	skipped, deadLettered, storeErrors     atomic.Int64
 	deadLetterErrors                       atomic.Int64
 	peakBufferedRecords, peakBufferedBytes atomic.Int64
@@ -97,6 +99,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	c := &Consumer{
 		cfg: cfg, handler: handler,
 		workers: make(map[offsets.Partition]*worker),
+		fenced:  make(map[offsets.Partition]int64),
 		room:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		runDone: make(chan struct{}),
@@ -200,7 +203,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.cl.CloseAllowingRebalance()
 	stopCommitter()
 	<-committerDone
-	c.stopAllWorkers(false) // anything left (e.g. after a lost session)
+	c.stopAllWorkers() // anything left (e.g. after a lost session)
 	c.hardCancel()
 	c.wg.Wait()
 	return nil
@@ -265,17 +268,19 @@ func (c *Consumer) poll(ctx context.Context) {
 			}
 			polledRecs += int64(len(p.Records))
 			polledBytes += int64(bytes)
+			tp := offsets.Partition{Topic: p.Topic, Partition: p.Partition}
 			c.mu.Lock()
-			w := c.workers[offsets.Partition{Topic: p.Topic, Partition: p.Partition}]
+			w := c.workers[tp]
+			if resume, ok := c.fenced[tp]; ok && w == nil && resume < 0 {
+				c.fenced[tp] = p.Records[0].Offset // dropped below: fetch it again on restart
+			}
 			c.mu.Unlock()
 			if w == nil {
-				c.stats.dropped.Add(int64(len(p.Records)))
-				return
+				return // not owned (any more): left uncommitted for the owner
 			}
 			c.addBuffered(len(p.Records), bytes)
 			if !w.enqueue(p.Records, bytes) {
 				c.releaseBuffered(len(p.Records), bytes)
-				c.stats.dropped.Add(int64(len(p.Records)))
 			}
 		})
 		if polledRecs > 0 {

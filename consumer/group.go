@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -23,24 +25,29 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 		for _, p := range parts {
 			tp := offsets.Partition{Topic: topic, Partition: p}
 			if old := c.workers[tp]; old != nil {
-				// Cannot happen with a correct group protocol; be safe and
-				// treat the old worker as lost.
-				c.offsets.Forget(tp)
+				// Cannot happen with a correct group protocol; be safe:
+				// stop the old worker, Assign below resets the tracker.
 				old.cancel()
 			}
 			c.offsets.Assign(tp)
-			w := newWorker(c, tp)
-			c.workers[tp] = w
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				w.run()
-			}()
+			c.startWorker(tp)
 			c.stats.assigned.Add(1)
 		}
 	}
+	c.restartFenced(assigned)
 	c.nparts.Store(int64(len(c.workers)))
 	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", len(c.workers))
+}
+
+// startWorker makes and starts the worker of tp. c.mu must be held.
+func (c *Consumer) startWorker(tp offsets.Partition) {
+	w := newWorker(c, tp)
+	c.workers[tp] = w
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		w.run()
+	}()
 }
 
 // onRevoked stops feeding the revoked partitions, lets their in-flight batch
@@ -52,6 +59,7 @@ func (c *Consumer) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[str
 	if len(tps) == 0 {
 		return
 	}
+	c.forgetFenced(tps)
 	ws := c.detach(tps)
 	c.drainWorkers(ws)
 	// A context that is not already cancelled: on close, kgo passes the
@@ -76,6 +84,7 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 	// Forget first: once it returns no commit naming these partitions is in
 	// flight, and none will be sent.
 	c.offsets.Forget(tps...)
+	c.forgetFenced(tps)
 	ws := c.detach(tps)
 	for _, w := range ws {
 		w.cancel()
@@ -87,15 +96,60 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 }
 
 // onFenced handles partitions whose commit was refused as fenced: the offsets
-// manager already forgot them; stop their workers as on a loss. The group
-// will rebalance and hand them out again.
-func (c *Consumer) onFenced(tps []offsets.Partition) {
+// manager already forgot them. Their workers stop as on a loss, their
+// fetching is paused, and the offset to start again from is kept: kgo rejoins
+// the group on such an error, and if the new session leaves the partition
+// with this member, onAssigned (called for every session) starts it again
+// there. If the session moves it elsewhere, onRevoked or onLost drops it.
+// It runs with the offsets manager's commit lock held.
+func (c *Consumer) onFenced(fs []offsets.Fenced) {
+	tps := make([]offsets.Partition, len(fs))
+	c.mu.Lock()
+	for i, f := range fs {
+		tps[i] = f.Partition
+		resume := f.Resume
+		if w := c.workers[f.Partition]; w != nil && resume < 0 {
+			resume = w.first.Load() // records queued, none begun yet
+		}
+		c.fenced[f.Partition] = resume
+	}
+	c.mu.Unlock()
 	ws := c.detach(tps)
 	for _, w := range ws {
 		w.cancel()
 	}
-	c.resume(tps)
-	c.cfg.Logger.Warn("kbatch: commit fenced, partitions stopped", "partitions", tps)
+	c.cl.PauseFetchPartitions(byTopic(tps))
+	c.cfg.Logger.Warn("kbatch: commit fenced, partitions stopped until the group's next session", "partitions", tps)
+}
+
+// restartFenced starts again the fenced partitions the new session left with
+// this member, from the lowest offset their stopped worker had not
+// completed. Called by onAssigned with c.mu held.
+func (c *Consumer) restartFenced(assigned map[string][]int32) {
+	for tp, resume := range c.fenced {
+		delete(c.fenced, tp)
+		if slices.Contains(assigned[tp.Topic], tp.Partition) {
+			continue // assigned anew: started from the committed offset like any other
+		}
+		c.offsets.Assign(tp)
+		c.startWorker(tp)
+		one := map[string][]int32{tp.Topic: {tp.Partition}}
+		if resume >= 0 {
+			c.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{tp.Topic: {tp.Partition: {Epoch: -1, Offset: resume}}})
+		}
+		c.cl.ResumeFetchPartitions(one)
+		c.cfg.Logger.Info("kbatch: fenced partition started again", "partition", tp.String(), "offset", resume)
+	}
+}
+
+// forgetFenced drops the restart of fenced partitions that were revoked or
+// lost: they are someone else's now.
+func (c *Consumer) forgetFenced(tps []offsets.Partition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tp := range tps {
+		delete(c.fenced, tp)
+	}
 }
 
 // detach removes the partitions' workers from routing, so the poll loop no
@@ -146,8 +200,9 @@ func (c *Consumer) waitWorkers(ws []*worker, d time.Duration) bool {
 	return true
 }
 
-// stopAllWorkers stops every worker still owned: gracefully (drain) or not.
-func (c *Consumer) stopAllWorkers(graceful bool) {
+// stopAllWorkers cancels every worker still owned (after the group was left,
+// e.g. following a lost session) and forgets their partitions.
+func (c *Consumer) stopAllWorkers() {
 	c.mu.Lock()
 	tps := make([]offsets.Partition, 0, len(c.workers))
 	for tp := range c.workers {
@@ -157,15 +212,8 @@ func (c *Consumer) stopAllWorkers(graceful bool) {
 	if len(tps) == 0 {
 		return
 	}
-	if !graceful {
-		c.offsets.Forget(tps...)
-	}
-	ws := c.detach(tps)
-	if graceful {
-		c.drainWorkers(ws)
-		return
-	}
-	for _, w := range ws {
+	c.offsets.Forget(tps...)
+	for _, w := range c.detach(tps) {
 		w.cancel()
 	}
 }
@@ -174,11 +222,15 @@ func (c *Consumer) stopAllWorkers(graceful bool) {
 // survives rebalances, so a partition assigned back later would otherwise
 // stay paused for ever.
 func (c *Consumer) resume(tps []offsets.Partition) {
+	c.cl.ResumeFetchPartitions(byTopic(tps))
+}
+
+func byTopic(tps []offsets.Partition) map[string][]int32 {
 	m := make(map[string][]int32)
 	for _, tp := range tps {
 		m[tp.Topic] = append(m[tp.Topic], tp.Partition)
 	}
-	c.cl.ResumeFetchPartitions(m)
+	return m
 }
 
 // commit is the offsets manager's CommitFunc: one synchronous OffsetCommit
@@ -197,12 +249,26 @@ func (c *Consumer) commit(ctx context.Context, offs map[offsets.Partition]offset
 		reqErr error
 		perr   map[offsets.Partition]error
 	)
-	c.cl.CommitOffsetsSync(ctx, req, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	c.cl.CommitOffsetsSync(ctx, req, func(_ *kgo.Client, sent *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			reqErr = err
 			return
 		}
+		// OffsetCommit v10+ (Kafka 4.x) answers with topic IDs and no
+		// names: name them from the request kgo sent.
+		names := make(map[[16]byte]string, len(sent.Topics))
+		for _, t := range sent.Topics {
+			names[t.TopicID] = t.Topic
+		}
 		for _, t := range resp.Topics {
+			topic := t.Topic
+			if topic == "" {
+				topic = names[t.TopicID]
+			}
+			if _, ok := req[topic]; !ok {
+				reqErr = fmt.Errorf("commit response names a topic not in the request (id %x)", t.TopicID)
+				return
+			}
 			for _, p := range t.Partitions {
 				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
 					if perr == nil {
@@ -211,7 +277,7 @@ func (c *Consumer) commit(ctx context.Context, offs map[offsets.Partition]offset
 					if isFencing(err) {
 						err = errors.Join(offsets.ErrFenced, err)
 					}
-					perr[offsets.Partition{Topic: t.Topic, Partition: p.Partition}] = err
+					perr[offsets.Partition{Topic: topic, Partition: p.Partition}] = err
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,6 +26,7 @@ type worker struct {
 	drain  chan struct{} // closed to ask for a graceful stop (revoke, close)
 	done   chan struct{} // closed when run returns
 	wake   chan struct{} // capacity 1: records were queued
+	first  atomic.Int64  // offset of the first record ever queued, -1 before
 	b      *batcher.Batcher[*kgo.Record]
 
 	// mu guards the fields below; the poll loop takes it once per partition
@@ -40,10 +42,12 @@ type worker struct {
 func newWorker(c *Consumer, tp offsets.Partition) *worker {
 	ctx, cancel := context.WithCancel(c.hardCtx)
 	b, _ := batcher.New[*kgo.Record](c.cfg.Batch) // policy validated by New
-	return &worker{
+	w := &worker{
 		c: c, tp: tp, ctx: ctx, cancel: cancel, b: b,
 		drain: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
+	w.first.Store(-1)
+	return w
 }
 
 // enqueue hands a chunk of fetched records to the worker without blocking.
@@ -54,6 +58,9 @@ func (w *worker) enqueue(recs []*kgo.Record, bytes int) bool {
 	if w.stopped {
 		w.mu.Unlock()
 		return false
+	}
+	if w.first.Load() < 0 {
+		w.first.Store(recs[0].Offset)
 	}
 	w.queue = append(w.queue, recs)
 	w.heldRecs += len(recs)

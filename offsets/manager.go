@@ -62,10 +62,10 @@ type Config struct {
 	Commit CommitFunc
 	// CommitTimeout bounds each commit request. Default 10s.
 	CommitTimeout time.Duration
-	// OnFenced, if set, is called (without the manager's locks held) with the
-	// partitions whose commit was refused as fenced; they are already
-	// forgotten.
-	OnFenced func([]Partition)
+	// OnFenced, if set, is called with the partitions whose commit was
+	// refused as fenced; they are already forgotten. It runs with the commit
+	// lock held: it must not call Commit, Forget or CommitAndForget.
+	OnFenced func([]Fenced)
 	// Logger receives commit failures. Default: discard.
 	Logger *slog.Logger
 }
@@ -74,6 +74,16 @@ type Config struct {
 type part struct {
 	tracker   *Tracker
 	committed int64 // last offset committed by this member, -1 if none
+}
+
+// Fenced is a partition whose commit was refused as fenced.
+type Fenced struct {
+	Partition
+	// Resume is the lowest offset of the partition not completed (the
+	// watermark, or the first offset begun when nothing completed): an
+	// owner that takes the partition up again must start there for nothing
+	// to be skipped. -1 when nothing of the partition was begun.
+	Resume int64
 }
 
 // Stats counts the manager's work.
@@ -276,14 +286,17 @@ func (m *Manager) commitLocked(ctx context.Context, only []Partition) error {
 		m.recordsCommitted.Add(covered)
 	}
 
-	var fenced []Partition
+	var fenced []Fenced
 	var firstErr error
 	m.mu.Lock()
 	for p, off := range toCommit {
 		if perr := perPartition[p]; perr != nil {
 			m.commitErrors.Add(1)
 			if errors.Is(perr, ErrFenced) {
-				fenced = append(fenced, p)
+				if pt, ok := m.parts[p]; ok {
+					resume, _, _ := pt.tracker.Watermark()
+					fenced = append(fenced, Fenced{Partition: p, Resume: resume})
+				}
 				delete(m.parts, p)
 				m.fenced.Add(1)
 			}

@@ -205,8 +205,8 @@ func TestCommitAndForgetCommitsTheFinalWatermark(t *testing.T) {
 // reports it instead of retrying into the new owner's range.
 func TestFencedCommitForgetsAndReports(t *testing.T) {
 	f := &fakeCommitter{fence: map[Partition]bool{p0: true}}
-	var reported []Partition
-	m, err := NewManager(Config{Policy: Policy{EveryRecords: 1}, Commit: f.commit, OnFenced: func(ps []Partition) { reported = ps }})
+	var reported []Fenced
+	m, err := NewManager(Config{Policy: Policy{EveryRecords: 1}, Commit: f.commit, OnFenced: func(fs []Fenced) { reported = fs }})
 	must(t, err)
 	m.Assign(p0)
 	m.Assign(p1)
@@ -214,11 +214,12 @@ func TestFencedCommitForgetsAndReports(t *testing.T) {
 		must(t, m.Begin(p, 0, 9, 0))
 		must(t, m.Done(p, 0, 9, 10))
 	}
+	must(t, m.Begin(p0, 10, 19, 0)) // pending when the fence comes
 	if err := m.Commit(context.Background()); !errors.Is(err, ErrFenced) {
 		t.Fatalf("commit error = %v, want ErrFenced", err)
 	}
-	if len(reported) != 1 || reported[0] != p0 {
-		t.Fatalf("reported = %v, want [t/0]", reported)
+	if len(reported) != 1 || reported[0] != (Fenced{Partition: p0, Resume: 10}) {
+		t.Fatalf("reported = %v, want t/0 to resume at 10", reported)
 	}
 	if m.Owned(p0) || !m.Owned(p1) {
 		t.Fatal("fenced partition should be forgotten, the other kept")
