@@ -107,12 +107,37 @@ func NewTopic(t testing.TB, partitions int) string {
 	if err != nil {
 		t.Fatalf("kafkatest: creating topic %s: %v", topic, err)
 	}
+	// A real broker answers CreateTopics before its metadata shows the
+	// topic; a test that looks it up at once would see
+	// UNKNOWN_TOPIC_OR_PARTITION. Wait until every partition has a leader.
+	for {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			if td, ok := md.Topics[topic]; ok && td.Err == nil && len(td.Partitions) == partitions && allLed(td) {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("kafkatest: topic %s not in the metadata within 30s (last error %v)", topic, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, _ = adm.DeleteTopics(ctx, topic)
 	})
 	return topic
+}
+
+func allLed(td kadm.TopicDetail) bool {
+	for _, p := range td.Partitions {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Admin returns an admin client closed when the test ends.
