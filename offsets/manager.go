@@ -74,7 +74,14 @@ type Config struct {
 type part struct {
 	tracker   *Tracker
 	committed int64 // last offset committed by this member, -1 if none
+	lease     Lease // the assignment this state belongs to
 }
+
+// Lease names one assignment of a partition to this member. Begin and Done
+// calls made under an older lease (a worker of an earlier assignment that is
+// still finishing) are refused or ignored, so they can never mark records of
+// the current assignment complete.
+type Lease uint64
 
 // Fenced is a partition whose commit was refused as fenced.
 type Fenced struct {
@@ -111,6 +118,7 @@ type Manager struct {
 	mu          sync.Mutex
 	parts       map[Partition]*part
 	sinceCommit int64 // records completed since the last commit
+	leases      Lease // the last lease handed out
 
 	commits, commitErrors, fenced, recordsCommitted atomic.Int64
 }
@@ -136,10 +144,22 @@ func NewManager(cfg Config) (*Manager, error) {
 }
 
 // Assign starts tracking p. Assigning an owned partition again resets it.
-func (m *Manager) Assign(p Partition) {
+func (m *Manager) Assign(p Partition) Lease {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.parts[p] = &part{tracker: NewTracker(), committed: -1}
+	m.leases++
+	m.parts[p] = &part{tracker: NewTracker(), committed: -1, lease: m.leases}
+	return m.leases
+}
+
+// owned returns p's state if it is tracked under lease l (0: any lease).
+// m.mu must be held.
+func (m *Manager) owned(p Partition, l Lease) (*part, bool) {
+	pt, ok := m.parts[p]
+	if !ok || (l != 0 && pt.lease != l) {
+		return nil, false
+	}
+	return pt, true
 }
 
 // Owned reports whether p is tracked.
@@ -153,9 +173,14 @@ func (m *Manager) Owned(p Partition) bool {
 // Begin registers the span [first, last] of p as handed out; epoch is the
 // leader epoch of its last record. It fails if p is not owned.
 func (m *Manager) Begin(p Partition, first, last int64, epoch int32) error {
+	return m.BeginLeased(p, 0, first, last, epoch)
+}
+
+// BeginLeased is Begin under lease l: it fails if p is not owned under l.
+func (m *Manager) BeginLeased(p Partition, l Lease, first, last int64, epoch int32) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	pt, ok := m.parts[p]
+	pt, ok := m.owned(p, l)
 	if !ok {
 		return fmt.Errorf("offsets: begin on %s: partition not owned", p)
 	}
@@ -166,8 +191,13 @@ func (m *Manager) Begin(p Partition, first, last int64, epoch int32) error {
 // range held (for the EveryRecords trigger). Done on a partition no longer
 // owned is ignored: its commits are someone else's now.
 func (m *Manager) Done(p Partition, first, last int64, records int) error {
+	return m.DoneLeased(p, 0, first, last, records)
+}
+
+// DoneLeased is Done under lease l: ignored if p is not owned under l.
+func (m *Manager) DoneLeased(p Partition, l Lease, first, last int64, records int) error {
 	m.mu.Lock()
-	pt, ok := m.parts[p]
+	pt, ok := m.owned(p, l)
 	if !ok {
 		m.mu.Unlock()
 		return nil
