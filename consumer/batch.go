@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -109,10 +110,8 @@ func (b *Batch) Mark(ctx context.Context, i int, marker string) error {
 	if slices.Contains(st.markers, marker) {
 		return nil
 	}
-	if d := b.w.c.cfg.Dedupe; d != nil {
-		if err := d.Store.Mark(ctx, b.w.tp, st.key, marker); err != nil {
-			return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
-		}
+	if err := b.w.c.gate.mark(ctx, b.w.tp, st.key, marker); err != nil {
+		return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
 	}
 	st.markers = append(st.markers, marker)
 	return nil
@@ -125,8 +124,21 @@ const (
 	FlushRecords FlushReason = iota // Batch.MaxRecords reached
 	FlushBytes                      // Batch.MaxBytes reached
 	FlushWait                       // Batch.MaxWait passed since the first record
-	FlushDrain                      // partition revoked or consumer closing
+	FlushBuffer                     // the member's buffer was full: the largest open batches are closed
+	FlushIdle                       // MaxWait is off and no record arrived for IdleFlush
+	FlushRevoke                     // the partition is revoked
+	FlushClose                      // the consumer is closing
+
+	numFlushReasons = iota
 )
+
+// FlushReasons lists every flush reason, in the order of Stats.Flushes.
+var FlushReasons = []FlushReason{FlushRecords, FlushBytes, FlushWait, FlushBuffer, FlushIdle, FlushRevoke, FlushClose}
+
+// IdleFlush is how long no record may arrive, with MaxWait off, before the
+// open batches are closed (FlushIdle): MaxWait off never leaves the last
+// records of a quiet partition waiting for ever.
+const IdleFlush = 500 * time.Millisecond
 
 func (r FlushReason) String() string {
 	switch r {
@@ -136,8 +148,14 @@ func (r FlushReason) String() string {
 		return "bytes"
 	case FlushWait:
 		return "wait"
-	case FlushDrain:
-		return "drain"
+	case FlushBuffer:
+		return "buffer"
+	case FlushIdle:
+		return "idle"
+	case FlushRevoke:
+		return "revoke"
+	case FlushClose:
+		return "close"
 	}
 	return "unknown"
 }

@@ -68,9 +68,17 @@ type Retry struct {
 // partition, offset, attempts, last error and time; only then does its offset
 // pass the commit. If the write fails, the partition stops advancing and
 // retries it.
+//
+// The dead-letter topic accepts every record its source accepted: when
+// kbatch creates it (only if metadata does not show it already, so a member
+// allowed only to write to an existing topic works), it gets the source's
+// max.message.bytes plus 16 KiB for kbatch's headers, and the dead-letter
+// producer batches up to the largest source limit. The kbatch-error header
+// is cut to MaxErrorHeader bytes.
 type DeadLetter struct {
 	// Topic names the dead-letter topic of a source topic. Default
-	// "<topic>.dlq". The topic is created (broker defaults) if missing.
+	// "<topic>.dlq". The topic is created (broker defaults but
+	// max.message.bytes, see above) if missing.
 	Topic func(source string) string
 }
 
@@ -94,12 +102,17 @@ type Config struct {
 	Brokers []string
 	// Group is the consumer group. Required. (Java: group.id)
 	Group string
-	// Topics are consumed. Required.
+	// Topics are consumed. Required; each a valid Kafka topic name (at most
+	// 249 of [a-zA-Z0-9._-], not "." or ".."). A topic that does not exist
+	// yet is waited for (Stats.MissingTopics); one this member may not
+	// read makes Run return an error.
 	Topics []string
 
 	// Batch cuts batches. Each zero field gets its default: MaxRecords
 	// 1000, MaxBytes 4 MiB, MaxWait 200ms measured from a batch's first
-	// record. A negative MaxBytes or MaxWait turns that limit off.
+	// record. A negative MaxBytes or MaxWait turns that limit off; with
+	// MaxWait off, open batches are still closed when the buffer is full
+	// (FlushBuffer) or when no record arrived for IdleFlush (FlushIdle).
 	Batch batcher.Policy
 	// Commit is the commit window. Each zero field gets its default:
 	// EveryRecords 50000, Interval 5s (Java: auto.commit.interval.ms=5000).
@@ -116,20 +129,34 @@ type Config struct {
 
 	// MaxBufferedRecords bounds the records this member holds (fetched and
 	// not yet handled, across all its partitions): polling stops at the
-	// bound. When the poll loop has waited 50ms for room (slow handlers),
-	// the partitions holding more than their share are paused, so that the
-	// others get the room; they resume at half their share. Default 20000.
+	// bound. When the buffer is full, the largest open batches are closed
+	// at once (FlushBuffer), so records keep moving whatever the partition
+	// count: with many partitions the batches are smaller (about
+	// MaxBufferedRecords / partitions), never stalled. When handlers are
+	// slow (the poll loop waited 50ms for room), the partitions holding more
+	// than their share are paused so that the others get the room; they
+	// resume at half their share. Default 20000.
 	MaxBufferedRecords int
 	// MaxBufferedBytes bounds the bytes (keys plus values) of those records.
 	// Polls ask for as many records as the bound has room for at the
 	// average record size seen, so one poll can pass it by the spread of
-	// record sizes. Default 64 MiB.
+	// record sizes. The client's own fetch buffer is sized from it too:
+	// kbatch asks for fetches of at most MaxBufferedBytes/4 decompressed
+	// (divided by the compression ratio it measures and by the brokers),
+	// so the record data a member holds stays within 1.25 x
+	// MaxBufferedBytes. Not counted: about 170 bytes of bookkeeping per
+	// record held, and the Go runtime's own overhead (see the README's
+	// memory section). Default 64 MiB.
 	MaxBufferedBytes int
 
 	// DrainTimeout bounds how long a revoke or a close waits for the batches
-	// in flight before cancelling their context. Keep it well under the
-	// rebalance timeout (60s by default) or the member is kicked out of the
-	// group. Default 10s.
+	// in flight before cancelling their context. A handler that still has
+	// not returned one second after that is abandoned: the revoke or close
+	// goes on without it, nothing it completes is committed by this member
+	// (the next owner handles its records again), and Stats.Abandoned counts
+	// it. Close therefore returns within DrainTimeout + 1s plus the final
+	// commit. Keep it well under the rebalance timeout (60s by default) or
+	// the member is kicked out of the group. Default 10s.
 	DrainTimeout time.Duration
 	// Retry is the backoff between attempts of a failing batch. A batch is
 	// retried until it succeeds or its partition is revoked, lost or closed;
@@ -252,8 +279,8 @@ func (cfg Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for i, t := range cfg.Topics {
-		if t == "" {
-			return bad(fmt.Sprintf("Topics[%d]", i), "empty topic name")
+		if reason := invalidTopic(t); reason != "" {
+			return bad(fmt.Sprintf("Topics[%d]", i), "%q is not a valid Kafka topic name: %s", t, reason)
 		}
 		if seen[t] {
 			return bad(fmt.Sprintf("Topics[%d]", i), "topic %q listed twice", t)
@@ -301,8 +328,12 @@ func (cfg Config) validate() error {
 	}
 	if cfg.DeadLetter != nil {
 		for _, t := range cfg.Topics {
-			if d := cfg.DeadLetter.Topic(t); d == "" || d == t {
-				return bad("DeadLetter.Topic", "gives %q for source topic %q", d, t)
+			d := cfg.DeadLetter.Topic(t)
+			if d == t {
+				return bad("DeadLetter.Topic", "gives the source topic %q itself", t)
+			}
+			if reason := invalidTopic(d); reason != "" {
+				return bad("DeadLetter.Topic", "gives %q for source topic %q, not a valid Kafka topic name: %s", d, t, reason)
 			}
 		}
 	}
@@ -310,6 +341,25 @@ func (cfg Config) validate() error {
 		return bad("Dedupe.Store", "a store is required when Dedupe is set")
 	}
 	return nil
+}
+
+// invalidTopic says why Kafka would refuse t as a topic name, or "" if it
+// would not: at most 249 characters of [a-zA-Z0-9._-], neither "." nor "..".
+func invalidTopic(t string) string {
+	switch {
+	case t == "":
+		return "empty"
+	case t == "." || t == "..":
+		return `"." and ".." are not allowed`
+	case len(t) > 249:
+		return fmt.Sprintf("%d characters, at most 249 are allowed", len(t))
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Sprintf("character %q; only ASCII letters, digits, '.', '_' and '-' are allowed", r)
+		}
+	}
+	return ""
 }
 
 // ConfigError is returned by New for an invalid Config; Field names the

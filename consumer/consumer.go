@@ -1,9 +1,12 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,16 +24,26 @@ import (
 // Goroutines: Run's own goroutine polls and routes records; one worker
 // goroutine per assigned partition; one committer goroutine. kgo's group
 // goroutine runs the assign, revoke and lost callbacks. Run waits for all of
-// them before it returns.
+// them before it returns, except a worker whose handler ignored its
+// cancelled context for longer than DrainTimeout plus a second: that one is
+// abandoned (logged, counted in Stats.Abandoned) and nothing it completes is
+// committed.
+//
+// Who owns what: flow (flow.go) the memory bound, pauses and fetch sizes;
+// gate (gate.go) every dedupe store call; the rebalance callbacks
+// (rebalance.go) the workers map and the fenced restarts; commit.go the
+// OffsetCommit requests; retry.go the retry loop.
 //
 // Lock order: the offsets manager's commit lock (held while onFenced runs),
-// then Consumer.mu, then worker.mu. The manager's commit lock is never taken
-// while Consumer.mu is held; its short inner lock may be.
+// then Consumer.mu, then worker.mu, then flow.mu. The manager's commit lock
+// is never taken while Consumer.mu is held; its short inner lock may be.
 type Consumer struct {
 	cfg     Config
 	handler Handler
 	cl      *kgo.Client
 	offsets *offsets.Manager
+	flow    *flow
+	gate    *gate
 
 	deadLetters *deadLetterWriter // nil without DeadLetter
 
@@ -38,20 +51,25 @@ type Consumer struct {
 	hardCancel context.CancelFunc
 
 	mu      sync.Mutex
-	workers map[offsets.Partition]*worker // owned, routable partitions
-	fenced  map[offsets.Partition]int64   // owned, stopped by a fenced commit -> offset to start again from (-1: unknown yet)
-	nparts  atomic.Int64                  // len(workers), read by the poll loop without mu
-	wg      sync.WaitGroup                // every worker goroutine ever started
+	workers map[offsets.Partition]*worker // owned, routable partitions; under mu
+	fenced  map[offsets.Partition]int64   // owned, stopped by a fenced commit -> offset to start again from (-1: unknown yet); under mu
+	live    map[*worker]struct{}          // every worker whose goroutine has not finished; under mu
+	nparts  atomic.Int64                  // len(workers), read without mu
 
-	buffered      atomic.Int64 // records held across all workers
-	bufferedBytes atomic.Int64
-	room          chan struct{} // capacity 1: buffered went down
-	lastAvgSize   atomic.Int64  // average record size of the last poll
+	// handlerGoroutines maps the goroutine id of each running worker to it,
+	// so that Close knows when a handler calls it.
+	handlerGoroutines sync.Map
 
-	runOnce   sync.Once
-	closeOnce sync.Once
-	closing   chan struct{} // closed by Close
-	runDone   chan struct{} // closed when Run returns
+	stopping atomic.Bool  // set when the poll loop stops: drains are closes, not revokes
+	fatal    atomic.Value // error: why the poll loop stopped on its own (set once)
+
+	runOnce         sync.Once
+	closeOnce       sync.Once
+	closedBeforeRun bool          // written in closeOnce: Run never ran
+	closing         chan struct{} // closed by Close
+	runDone         chan struct{} // closed when Run returns
+
+	logLimit map[string]time.Time // poll loop only: last time a repeated warning was logged
 
 	stats counters
 }
@@ -61,28 +79,40 @@ type counters struct {
 	assigned, revoked, lost, rebalances    atomic.Int64
 	pauses                                 atomic.Int64
 	skipped, deadLettered, storeErrors     atomic.Int64
-	deadLetterErrors                       atomic.Int64
+	deadLetterErrors, fetchErrors          atomic.Int64
+	missingTopics                          atomic.Int64
+	abandoned                              atomic.Int64
 	peakBufferedRecords, peakBufferedBytes atomic.Int64
+	flushes                                [numFlushReasons]atomic.Int64
 }
 
 // Stats is a snapshot of a consumer's counters.
 type Stats struct {
-	Records       int64 // records handled successfully
-	Batches       int64 // batches handled successfully
+	Records       int64 // records handed to a handler that returned success for them
+	Batches       int64 // successful handler calls
 	HandlerErrors int64 // failed handler calls (each retry counts)
-	Commits       int64 // commit requests sent that succeeded
-	CommitErrors  int64 // failed commit requests or partitions
-	Rebalances    int64 // group sessions this member joined (assign callbacks)
+	Skipped       int64 // records not handed out: already done (Dedupe)
+	DeadLettered  int64 // records written to the dead-letter topic
+	// Flushes counts the batches cut, by reason: index it with a
+	// FlushReason (s.Flushes[FlushBuffer]). Many FlushBuffer or FlushWait
+	// flushes with few records each say the buffer or MaxWait, not
+	// MaxRecords, sizes the batches.
+	Flushes      [numFlushReasons]int64
+	Commits      int64 // commit requests sent that succeeded
+	CommitErrors int64 // failed commit requests or partitions
+	Rebalances   int64 // group sessions this member joined (assign callbacks)
 	// PartitionsAssigned, Revoked and Lost count partitions across sessions.
 	PartitionsAssigned, PartitionsRevoked, PartitionsLost int64
 	Pauses                                                int64 // times a partition's fetching was paused
-	Skipped                                               int64 // records not handed out: already done (Dedupe)
-	DeadLettered                                          int64 // records written to the dead-letter topic
 	DeadLetterErrors                                      int64 // failed dead-letter writes (each retry counts)
 	StoreErrors                                           int64 // failed dedupe store calls (each retry counts)
+	FetchErrors                                           int64 // errors the client reported while polling (not authorized, invalid topic, ...)
+	MissingTopics                                         int64 // configured topics that did not exist at the last look-up (every 30s)
+	Abandoned                                             int64 // workers given up on: their handler ignored its cancelled context
 	BufferedRecords, BufferedBytes                        int64 // held now
 	OwnedPartitions                                       int64 // partitions owned now
 	PeakBufferedRecords, PeakBufferedBytes                int64 // highest held
+	FetchMaxBytes                                         int64 // the fetch size kbatch asks the client for now
 }
 
 // New validates cfg, fills in its defaults and makes the group client. It
@@ -98,13 +128,16 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	}
 	c := &Consumer{
 		cfg: cfg, handler: handler,
-		workers: make(map[offsets.Partition]*worker),
-		fenced:  make(map[offsets.Partition]int64),
-		room:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		runDone: make(chan struct{}),
+		workers:  make(map[offsets.Partition]*worker),
+		fenced:   make(map[offsets.Partition]int64),
+		live:     make(map[*worker]struct{}),
+		closing:  make(chan struct{}),
+		runDone:  make(chan struct{}),
+		logLimit: make(map[string]time.Time),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
+	c.flow = newFlow(cfg, &c.stats)
+	c.gate = newGate(cfg.Dedupe, &c.stats)
 
 	mgr, err := offsets.NewManager(offsets.Config{
 		Policy:        cfg.Commit,
@@ -122,6 +155,9 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	if cfg.Reset == ResetLatest {
 		reset = kgo.NewOffset().AtEnd()
 	}
+	// conn are the options every client kbatch makes shares: where the
+	// cluster is and how to reach it (ClientOpts: TLS, SASL, dialer, ...).
+	conn := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(kgoLogger{cfg.Logger})}, cfg.ClientOpts...)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -134,6 +170,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{cfg.Logger}),
 	}
+	opts = append(opts, c.flow.clientOpts()...)
 	opts = append(opts, cfg.ClientOpts...)
 	// kbatch owns commits and the group callbacks: these come last so that
 	// ClientOpts cannot turn them off.
@@ -152,8 +189,15 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		return nil, fmt.Errorf("kbatch: making the client: %w", err)
 	}
 	c.cl = cl
+	c.flow.cl = cl
+	// A FetchMaxBytes given in ClientOpts is the user's choice: kbatch
+	// then leaves the fetch size alone.
+	if v := reflect.ValueOf(cl.OptValue(kgo.FetchMaxBytes)); v.CanInt() && int32(v.Int()) != c.flow.fetchBytes.Load() {
+		c.flow.fixed = true
+		c.flow.fetchBytes.Store(int32(v.Int()))
+	}
 	if cfg.DeadLetter != nil {
-		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cl)
+		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cfg.Topics, cl, conn)
 	}
 	return c, nil
 }
@@ -164,7 +208,11 @@ func (c *Consumer) Client() *kgo.Client { return c.cl }
 
 // Run consumes until ctx ends or Close is called, then drains the batches in
 // flight (within DrainTimeout), commits, and leaves the group. It returns nil
-// after a clean stop. Run may be called once.
+// after a clean stop, or an error when it stopped on its own because nothing
+// can be consumed: authentication failed, or the group or a topic is not
+// authorized (errors.Is(err, kerr.GroupAuthorizationFailed) and the like);
+// it drains, commits what completed and leaves the group first. Run may be
+// called once.
 func (c *Consumer) Run(ctx context.Context) error {
 	started := false
 	c.runOnce.Do(func() { started = true })
@@ -188,6 +236,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		c.watchTopics(pollCtx, stopPolling)
+	}()
+
 	commitCtx, stopCommitter := context.WithCancel(c.hardCtx)
 	committerDone := make(chan struct{})
 	go func() {
@@ -196,78 +250,120 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 
 	c.poll(pollCtx)
+	c.stopping.Store(true)
+	stopPolling()
+	<-watchDone
 
 	// Leaving the group runs onRevoked for everything we own: it drains the
 	// workers and commits their watermarks. CloseAllowingRebalance because a
 	// poll may still hold the rebalance lock.
 	c.cl.CloseAllowingRebalance()
+	if c.deadLetters != nil {
+		c.deadLetters.close()
+	}
 	stopCommitter()
 	<-committerDone
 	c.stopAllWorkers() // anything left (e.g. after a lost session)
 	c.hardCancel()
-	c.wg.Wait()
+	ws := c.liveWorkers()
+	if !c.waitWorkers(ws, abandonAfter) {
+		c.abandon(ws)
+	}
+	if err, _ := c.fatal.Load().(error); err != nil {
+		return err
+	}
 	return nil
 }
 
 // Close stops a running Run and waits for it to return; if Run was never
 // called it closes the client. A second Close is harmless.
+//
+// Called from inside a handler (a fatal error), Close cannot wait for Run,
+// which waits for that handler: it starts the stop and returns at once. The
+// handler's batch is then drained like any other: if the handler returns
+// within DrainTimeout its result counts and is committed.
 func (c *Consumer) Close() error {
+	_, fromHandler := c.handlerGoroutines.Load(goid())
 	c.closeOnce.Do(func() {
 		close(c.closing)
-		neverRan := false
-		c.runOnce.Do(func() { neverRan = true }) // Run can no longer start
-		if neverRan {
+		c.runOnce.Do(func() { c.closedBeforeRun = true }) // Run can no longer start
+		if c.closedBeforeRun {
 			c.cl.Close()
 			c.hardCancel()
-			return
 		}
-		<-c.runDone
 	})
+	if c.closedBeforeRun || fromHandler {
+		return nil
+	}
+	<-c.runDone
 	return nil
+}
+
+// goid returns the calling goroutine's id, read from its stack header
+// ("goroutine 42 [running]:").
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	var id uint64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		id = id*10 + uint64(ch-'0')
+	}
+	return id
+}
+
+// drainReason is the flush reason of a worker asked to drain.
+func (c *Consumer) drainReason() FlushReason {
+	if c.stopping.Load() {
+		return FlushClose
+	}
+	return FlushRevoke
 }
 
 // poll is the poll loop: it fetches at most as many records as there is room
 // for, routes each partition's records to its worker, and allows the
-// rebalance the poll blocked.
+// rebalance the poll blocked. It returns when ctx ends or the client reports
+// an error that no retry can pass (see Run).
 func (c *Consumer) poll(ctx context.Context) {
-	maxRecs, maxBytes := int64(c.cfg.MaxBufferedRecords), int64(c.cfg.MaxBufferedBytes)
 	for {
-		room := maxRecs - c.buffered.Load()
-		if roomBytes := maxBytes - c.bufferedBytes.Load(); roomBytes <= 0 {
-			room = 0
-		} else if avg := c.avgRecordBytes(); avg > 0 && roomBytes/avg < room {
-			// Ask only for the records the byte bound has room for, as far
-			// as the average size seen so far tells.
-			room = max(roomBytes/avg, 1)
+		if !c.flow.fixed {
+			c.flow.adjustFetch(time.Now())
 		}
+		room := c.flow.roomFor()
 		if room <= 0 {
-			if !c.waitForRoom(ctx) {
+			if !c.flow.waitForRoom(ctx.Done()) {
 				return
 			}
 			continue
 		}
-		fetches := c.cl.PollRecords(ctx, int(room))
+		pctx, cancel := ctx, context.CancelFunc(nil)
+		if c.cfg.Batch.MaxWait == 0 && c.flow.buffered.Load() > 0 {
+			// No timer closes the open batches among the records held:
+			// if nothing arrives, the poll returns and they are closed.
+			pctx, cancel = context.WithTimeout(ctx, IdleFlush)
+		}
+		fetches := c.cl.PollRecords(pctx, int(room))
+		if cancel != nil {
+			cancel()
+		}
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			c.cl.AllowRebalance()
 			return
 		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
-				return
-			}
-			c.cfg.Logger.Warn("kbatch: fetch error", "topic", topic, "partition", partition, "err", err)
-		})
+		if pctx.Err() != nil && fetches.NumRecords() == 0 {
+			c.cl.AllowRebalance()
+			c.flow.flushIdle()
+			continue
+		}
+		fetches.EachError(c.fetchError)
 		var polledRecs, polledBytes int64
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return
 			}
-			bytes := 0
-			for _, r := range p.Records {
-				bytes += recordSize(r)
-			}
-			polledRecs += int64(len(p.Records))
-			polledBytes += int64(bytes)
 			tp := offsets.Partition{Topic: p.Topic, Partition: p.Partition}
 			c.mu.Lock()
 			w := c.workers[tp]
@@ -278,105 +374,56 @@ func (c *Consumer) poll(ctx context.Context) {
 			if w == nil {
 				return // not owned (any more): left uncommitted for the owner
 			}
-			c.addBuffered(len(p.Records), bytes)
-			if !w.enqueue(p.Records, bytes) {
-				c.releaseBuffered(len(p.Records), bytes)
+			bytes := 0
+			for _, r := range p.Records {
+				bytes += recordSize(r)
 			}
+			polledRecs += int64(len(p.Records))
+			polledBytes += int64(bytes)
+			w.enqueue(p.Records, bytes)
 		})
-		if polledRecs > 0 {
-			c.lastAvgSize.Store(max(polledBytes/polledRecs, 1))
-		}
+		c.flow.polled(polledRecs, polledBytes)
 		c.cl.AllowRebalance()
-	}
-}
-
-// pauseAfter is how long the poll loop waits for room before it pauses the
-// partitions holding more than their share.
-const pauseAfter = 50 * time.Millisecond
-
-// waitForRoom waits until the workers released records. If that takes longer
-// than pauseAfter, the workers are slow, not the fetching: it pauses the
-// partitions that hold more than their share, so that when room comes back
-// the other partitions get it. Pausing is not done sooner because it drops
-// what kgo fetched for the partition and costs a fetch again on resume:
-// pausing whenever the buffer is briefly full cut throughput twentyfold. It
-// reports false when ctx ended.
-func (c *Consumer) waitForRoom(ctx context.Context) bool {
-	t := time.NewTimer(pauseAfter)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.room:
-			return true
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			limitRecs, limitBytes := c.partitionLimits()
-			c.mu.Lock()
-			ws := make([]*worker, 0, len(c.workers))
-			for _, w := range c.workers {
-				ws = append(ws, w)
-			}
-			c.mu.Unlock()
-			for _, w := range ws {
-				w.pauseIfOver(limitRecs, limitBytes)
-			}
+		if c.fatal.Load() != nil {
+			return
 		}
 	}
 }
 
-// avgRecordBytes is the average size of the records held, or of the last
-// poll's records when none are held, or 0 before the first poll.
-func (c *Consumer) avgRecordBytes() int64 {
-	n := c.buffered.Load()
-	if n <= 0 {
-		return c.lastAvgSize.Load()
+// fetchError handles an error the client reported in a poll: counted, logged
+// (a repeated one at most once a minute), and, if no retry can pass it, kept
+// as the reason Run stops.
+func (c *Consumer) fetchError(topic string, partition int32, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) {
+		return
 	}
-	return max(c.bufferedBytes.Load()/n, 1)
-}
-
-func (c *Consumer) addBuffered(n, bytes int) {
-	recs := c.buffered.Add(int64(n))
-	b := c.bufferedBytes.Add(int64(bytes))
-	for {
-		peak := c.stats.peakBufferedRecords.Load()
-		if recs <= peak || c.stats.peakBufferedRecords.CompareAndSwap(peak, recs) {
-			break
+	c.stats.fetchErrors.Add(1)
+	if isFatal(err) {
+		what := "the group " + c.cfg.Group
+		if topic != "" {
+			what = "topic " + topic
 		}
+		c.fatal.CompareAndSwap(nil, fmt.Errorf("kbatch: cannot consume %s: %w", what, err))
+		c.cfg.Logger.Error("kbatch: cannot consume, stopping", "topic", topic, "err", err)
+		return
 	}
-	for {
-		peak := c.stats.peakBufferedBytes.Load()
-		if b <= peak || c.stats.peakBufferedBytes.CompareAndSwap(peak, b) {
-			break
-		}
+	key := topic + "\x00" + err.Error()
+	now := time.Now()
+	if last, ok := c.logLimit[key]; ok && now.Sub(last) < time.Minute {
+		return
 	}
-}
-
-func (c *Consumer) releaseBuffered(n, bytes int) {
-	c.buffered.Add(-int64(n))
-	c.bufferedBytes.Add(-int64(bytes))
-	select {
-	case c.room <- struct{}{}:
-	default:
+	if len(c.logLimit) > 1000 {
+		clear(c.logLimit)
 	}
-}
-
-// partitionLimits is each partition's share of the buffer bounds, never less
-// than one batch: past it, the partition's fetching is paused.
-func (c *Consumer) partitionLimits() (recs, bytes int) {
-	n := int(max(c.nparts.Load(), 1))
-	recs = max(c.cfg.MaxBufferedRecords/n, c.cfg.Batch.MaxRecords)
-	bytes = c.cfg.MaxBufferedBytes / n
-	if c.cfg.Batch.MaxBytes > 0 {
-		bytes = max(bytes, c.cfg.Batch.MaxBytes)
-	}
-	return recs, max(bytes, 1)
+	c.logLimit[key] = now
+	c.cfg.Logger.Warn("kbatch: fetch error (repeats are logged once a minute; see Stats.FetchErrors)",
+		"topic", topic, "partition", partition, "err", err)
 }
 
 // Stats returns a snapshot of the consumer's counters.
 func (c *Consumer) Stats() Stats {
 	ms := c.offsets.Stats()
-	return Stats{
+	s := Stats{
 		Records:             c.stats.records.Load(),
 		Batches:             c.stats.batches.Load(),
 		HandlerErrors:       c.stats.handlerErrors.Load(),
@@ -391,12 +438,20 @@ func (c *Consumer) Stats() Stats {
 		DeadLettered:        c.stats.deadLettered.Load(),
 		DeadLetterErrors:    c.stats.deadLetterErrors.Load(),
 		StoreErrors:         c.stats.storeErrors.Load(),
-		BufferedRecords:     c.buffered.Load(),
+		FetchErrors:         c.stats.fetchErrors.Load(),
+		MissingTopics:       c.stats.missingTopics.Load(),
+		Abandoned:           c.stats.abandoned.Load(),
+		BufferedRecords:     c.flow.buffered.Load(),
 		OwnedPartitions:     c.nparts.Load(),
-		BufferedBytes:       c.bufferedBytes.Load(),
+		BufferedBytes:       c.flow.bufferedBytes.Load(),
 		PeakBufferedRecords: c.stats.peakBufferedRecords.Load(),
 		PeakBufferedBytes:   c.stats.peakBufferedBytes.Load(),
+		FetchMaxBytes:       int64(c.flow.fetchBytes.Load()),
 	}
+	for i := range s.Flushes {
+		s.Flushes[i] = c.stats.flushes[i].Load()
+	}
+	return s
 }
 
 // Assigned returns the partitions this member owns now.

@@ -307,7 +307,7 @@ func TestRunContextEndDrainsAndCommits(t *testing.T) {
 func TestNewRefusesInvalidConfigNamingTheField(t *testing.T) {
 	ok := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"}}
 	h := func(context.Context, *Batch) error { return nil }
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		field string
 		mod   func(*Config)
 	}{
@@ -316,6 +316,13 @@ func TestNewRefusesInvalidConfigNamingTheField(t *testing.T) {
 		{"Group", func(c *Config) { c.Group = "" }},
 		{"Topics", func(c *Config) { c.Topics = nil }},
 		{"Topics[1]", func(c *Config) { c.Topics = []string{"a", "a"} }},
+		{"Topics[0]", func(c *Config) { c.Topics = []string{"bad topic!"} }},
+		{"Topics[0]", func(c *Config) { c.Topics = []string{".."} }},
+		{"Topics[0]", func(c *Config) { c.Topics = []string{strings.Repeat("x", 250)} }},
+		{"Topics[1]", func(c *Config) { c.Topics = []string{"ok", "orders/eu"} }},
+		{"DeadLetter.Topic", func(c *Config) {
+			c.DeadLetter = &DeadLetter{Topic: func(s string) string { return s + " dlq" }}
+		}},
 		{"Batch", func(c *Config) { c.Batch = batcher.Policy{MaxRecords: -1} }},
 		{"Commit", func(c *Config) { c.Commit = offsets.Policy{EveryRecords: -1, Interval: -1} }},
 		{"MaxBufferedRecords", func(c *Config) { c.MaxBufferedRecords = 10 }},
@@ -325,7 +332,7 @@ func TestNewRefusesInvalidConfigNamingTheField(t *testing.T) {
 		{"Reset", func(c *Config) { c.Reset = 7 }},
 		{"Protocol", func(c *Config) { c.Protocol = 9 }},
 	} {
-		t.Run(tc.field, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d/%s", i, tc.field), func(t *testing.T) {
 			cfg := ok
 			tc.mod(&cfg)
 			_, err := New(cfg, h)

@@ -88,13 +88,14 @@ func runChild() int {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(context.Background()) }()
 	deadline := time.After(90 * time.Second)
-	for c.Stats().Records < end {
+	complete := func() int64 { s := c.Stats(); return s.Records + s.Skipped + s.DeadLettered }
+	for complete() < end {
 		select {
 		case err := <-done:
 			fmt.Fprintln(os.Stderr, "run ended early:", err)
 			return 2
 		case <-deadline:
-			fmt.Fprintln(os.Stderr, "timed out with", c.Stats().Records, "records")
+			fmt.Fprintln(os.Stderr, "timed out with", complete(), "records complete")
 			return 2
 		case <-time.After(20 * time.Millisecond):
 		}

@@ -1,10 +1,8 @@
 package consumer
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -18,7 +16,7 @@ import (
 func (w *worker) handle(recs []*kgo.Record, reason FlushReason) bool {
 	c := w.c
 	first, last := recs[0].Offset, recs[len(recs)-1].Offset
-	if err := c.offsets.Begin(w.tp, first, last, recs[len(recs)-1].LeaderEpoch); err != nil {
+	if err := c.offsets.BeginLeased(w.tp, w.lease, first, last, recs[len(recs)-1].LeaderEpoch); err != nil {
 		c.cfg.Logger.Warn("kbatch: batch not begun, stopping partition", "partition", w.tp.String(), "err", err)
 		return false
 	}
@@ -37,12 +35,14 @@ func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
 		b.Attempt = attempt
 		err := w.call(b)
 		if err == nil {
+			w.handled(len(recs) - done)
 			w.complete(recs, done, len(recs))
 			return true
 		}
 		w.c.stats.handlerErrors.Add(1)
 		var pe *PartialError
 		if errors.As(err, &pe) && pe.Index > 0 && pe.Index < len(b.Records) {
+			w.c.stats.records.Add(int64(pe.Index))
 			w.complete(recs, done, done+pe.Index)
 			done += pe.Index
 			b.Records = recs[done:]
@@ -54,15 +54,21 @@ func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
 	}
 }
 
-// complete marks recs[from:to] complete for the commit.
+// complete marks recs[from:to] complete for the commit: handled, skipped or
+// dead-lettered. Under a lease that is no longer current (the worker was
+// abandoned and the partition assigned again) it does nothing.
 func (w *worker) complete(recs []*kgo.Record, from, to int) {
 	if to <= from {
 		return
 	}
-	if err := w.c.offsets.Done(w.tp, recs[from].Offset, recs[to-1].Offset, to-from); err != nil {
+	if err := w.c.offsets.DoneLeased(w.tp, w.lease, recs[from].Offset, recs[to-1].Offset, to-from); err != nil {
 		w.c.cfg.Logger.Error("kbatch: completing records", "partition", w.tp.String(), "err", err)
 	}
-	w.c.stats.records.Add(int64(to - from))
+}
+
+// handled counts a successful handler call of n records.
+func (w *worker) handled(n int) {
+	w.c.stats.records.Add(int64(n))
 	w.c.stats.batches.Add(1)
 }
 
@@ -78,20 +84,6 @@ func (w *worker) backoff(attempt int, err error, b *Batch) bool {
 			"first_offset", b.FirstOffset(), "records", len(b.Records), "attempt", attempt-1, "retry_in", wait, "err", err)
 	}
 	return w.sleep(wait)
-}
-
-// sleep waits d unless the worker is asked to stop; it reports false then.
-func (w *worker) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-w.ctx.Done():
-		return false
-	case <-w.drain:
-		return false
-	}
 }
 
 // handleTracked is the path with Dedupe and/or DeadLetter: per-record
@@ -112,7 +104,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		}
 		// What the store knows: attempts so far, markers, done. Read only:
 		// nothing is counted for records that are not delivered.
-		if !w.lookup(st) {
+		if !c.gate.lookup(w, st) {
 			return false
 		}
 	}
@@ -155,7 +147,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		}
 		// Count the delivery before the handler runs (durably with a store):
 		// a crash inside the handler still leaves it counted.
-		if !w.begin(st[head:end]) {
+		if !c.gate.begin(w, st[head:end]) {
 			return false
 		}
 		b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[head].attempts,
@@ -165,9 +157,10 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		}
 		err := w.call(b)
 		if err == nil {
-			if !w.markDone(st[head:end]) {
+			if !c.gate.markDone(w, st[head:end]) {
 				return false
 			}
+			w.handled(end - head)
 			w.complete(recs, head, end)
 			head, failures = end, 0
 			continue
@@ -181,9 +174,10 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < end-head {
 			failedAt, ferr = head+pe.Index, pe.Err
 			if failedAt > head { // the records before it were handled
-				if !w.markDone(st[head:failedAt]) {
+				if !c.gate.markDone(w, st[head:failedAt]) {
 					return false
 				}
+				c.stats.records.Add(int64(failedAt - head))
 				w.complete(recs, head, failedAt)
 				head = failedAt
 			}
@@ -213,111 +207,4 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 		}
 	}
 	return true
-}
-
-// lookup reads the store's entries for the records: attempts so far, markers
-// and done. It retries a failing store and reports false when the worker
-// must stop.
-func (w *worker) lookup(st []recState) bool {
-	d := w.c.cfg.Dedupe
-	keys := make([]string, len(st))
-	for i := range st {
-		keys[i] = st[i].key
-	}
-	for attempt := 1; ; attempt++ {
-		entries, err := d.Store.Lookup(w.ctx, w.tp, keys)
-		if err == nil && len(entries) != len(keys) {
-			err = fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
-		}
-		if err == nil {
-			for i, e := range entries {
-				st[i].attempts, st[i].markers, st[i].done = e.Attempts, e.Markers, e.Done
-			}
-			return true
-		}
-		if !w.storeFailed("lookup", err, attempt) {
-			return false
-		}
-	}
-}
-
-// begin counts one delivery of each record: durably in one store round trip
-// with Dedupe, in memory without. It retries a failing store and reports
-// false when the worker must stop.
-func (w *worker) begin(st []recState) bool {
-	d := w.c.cfg.Dedupe
-	if d == nil {
-		for i := range st {
-			st[i].attempts++
-		}
-		return true
-	}
-	keys := make([]string, len(st))
-	for i := range st {
-		keys[i] = st[i].key
-	}
-	for attempt := 1; ; attempt++ {
-		entries, err := d.Store.Begin(w.ctx, w.tp, keys)
-		if err == nil && len(entries) != len(keys) {
-			err = fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
-		}
-		if err == nil {
-			for i, e := range entries {
-				st[i].attempts, st[i].markers = e.Attempts, e.Markers
-			}
-			return true
-		}
-		if !w.storeFailed("begin", err, attempt) {
-			return false
-		}
-	}
-}
-
-// markDone records the delivered records done in the store (one round trip);
-// records already done are left alone.
-func (w *worker) markDone(st []recState) bool {
-	d := w.c.cfg.Dedupe
-	if d == nil {
-		for i := range st {
-			st[i].done = true
-		}
-		return true
-	}
-	keys := make([]string, 0, len(st))
-	for i := range st {
-		if !st[i].done {
-			keys = append(keys, st[i].key)
-		}
-	}
-	for attempt := 1; len(keys) > 0; attempt++ {
-		err := d.Store.Done(w.ctx, w.tp, keys)
-		if err == nil {
-			break
-		}
-		if !w.storeFailed("done", err, attempt) {
-			return false
-		}
-	}
-	for i := range st {
-		st[i].done = true
-	}
-	return true
-}
-
-// storeFailed logs a store error and waits before the next try. It reports
-// false when the worker must stop: the partition was claimed by a newer owner,
-// released, or the worker is stopping.
-func (w *worker) storeFailed(op string, err error, attempt int) bool {
-	c := w.c
-	c.stats.storeErrors.Add(1)
-	if errors.Is(err, dedupe.ErrFenced) || errors.Is(err, dedupe.ErrNotAssigned) || errors.Is(err, dedupe.ErrClosed) {
-		c.cfg.Logger.Warn("kbatch: dedupe store refuses the partition, stopping it", "partition", w.tp.String(), "op", op, "err", err)
-		return false
-	}
-	if w.ctx.Err() != nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	wait := backoff(c.cfg.Retry, attempt)
-	c.cfg.Logger.Warn("kbatch: dedupe store failed, partition waits", "partition", w.tp.String(), "op", op, "attempt", attempt, "retry_in", wait, "err", err)
-	return w.sleep(wait)
 }

@@ -1,8 +1,12 @@
 package consumer
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // ErrInvalidConfig is matched by every error New returns for a bad Config
@@ -54,3 +58,28 @@ func (e *PartialError) Error() string {
 	return fmt.Sprintf("kbatch: batch failed at record %d: %v", e.Index, e.Err)
 }
 func (e *PartialError) Unwrap() error { return e.Err }
+
+// isFatal reports whether an error the client reported while polling means
+// nothing can be consumed until someone changes the cluster or the
+// configuration, so that Run stops with it (as the Java consumer's poll
+// throws): authentication failed (SASL or TLS), or the group, the cluster or
+// a topic is not authorized. An unknown topic is not fatal: it may be
+// created later (it is counted in Stats.FetchErrors and logged).
+func isFatal(err error) bool {
+	for _, fatal := range []error{
+		kerr.SaslAuthenticationFailed, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
+		kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.InvalidTopicException,
+	} {
+		if errors.Is(err, fatal) {
+			return true
+		}
+	}
+	var (
+		verify  *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+}

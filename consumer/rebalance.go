@@ -2,14 +2,10 @@ package consumer
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/offsets"
 )
@@ -28,9 +24,9 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 				// Cannot happen with a correct group protocol; be safe:
 				// stop the old worker, Assign below resets the tracker.
 				old.cancel()
+				c.flow.remove(old.fp)
 			}
-			c.offsets.Assign(tp)
-			c.startWorker(tp)
+			c.startWorker(tp, c.offsets.Assign(tp))
 			c.stats.assigned.Add(1)
 		}
 	}
@@ -39,15 +35,26 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", len(c.workers))
 }
 
-// startWorker makes and starts the worker of tp. c.mu must be held.
-func (c *Consumer) startWorker(tp offsets.Partition) {
-	w := newWorker(c, tp)
+// startWorker makes and starts the worker of tp under its offsets lease.
+// c.mu must be held.
+func (c *Consumer) startWorker(tp offsets.Partition, lease offsets.Lease) {
+	w := newWorker(c, tp, lease)
 	c.workers[tp] = w
-	c.wg.Add(1)
+	c.live[w] = struct{}{}
 	go func() {
-		defer c.wg.Done()
+		w.gid = goid()
+		c.handlerGoroutines.Store(w.gid, w)
 		w.run()
 	}()
+}
+
+// forgetWorker is called by a worker that stopped: nobody waits for it any
+// more.
+func (c *Consumer) forgetWorker(w *worker) {
+	c.handlerGoroutines.Delete(w.gid)
+	c.mu.Lock()
+	delete(c.live, w)
+	c.mu.Unlock()
 }
 
 // onRevoked stops feeding the revoked partitions, lets their in-flight batch
@@ -89,7 +96,9 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 	for _, w := range ws {
 		w.cancel()
 	}
-	c.waitWorkers(ws, c.cfg.DrainTimeout)
+	if !c.waitWorkers(ws, c.cfg.DrainTimeout) {
+		c.abandon(ws)
+	}
 	c.resume(tps)
 	c.stats.lost.Add(int64(len(tps)))
 	c.cfg.Logger.Warn("kbatch: partitions lost", "partitions", flatten(lost))
@@ -101,19 +110,28 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 // the group on such an error, and if the new session leaves the partition
 // with this member, onAssigned (called for every session) starts it again
 // there. If the session moves it elsewhere, onRevoked or onLost drops it.
+// A partition no longer owned (its commit on revoke was the one fenced) is
+// left alone: it must never come back unless assigned again.
 // It runs with the offsets manager's commit lock held.
 func (c *Consumer) onFenced(fs []offsets.Fenced) {
-	tps := make([]offsets.Partition, len(fs))
+	tps := make([]offsets.Partition, 0, len(fs))
 	c.mu.Lock()
-	for i, f := range fs {
-		tps[i] = f.Partition
+	for _, f := range fs {
+		w := c.workers[f.Partition]
+		if w == nil {
+			continue // revoked or lost meanwhile: not ours to restart
+		}
+		tps = append(tps, f.Partition)
 		resume := f.Resume
-		if w := c.workers[f.Partition]; w != nil && resume < 0 {
+		if resume < 0 {
 			resume = w.first.Load() // records queued, none begun yet
 		}
 		c.fenced[f.Partition] = resume
 	}
 	c.mu.Unlock()
+	if len(tps) == 0 {
+		return
+	}
 	ws := c.detach(tps)
 	for _, w := range ws {
 		w.cancel()
@@ -131,8 +149,7 @@ func (c *Consumer) restartFenced(assigned map[string][]int32) {
 		if slices.Contains(assigned[tp.Topic], tp.Partition) {
 			continue // assigned anew: started from the committed offset like any other
 		}
-		c.offsets.Assign(tp)
-		c.startWorker(tp)
+		c.startWorker(tp, c.offsets.Assign(tp))
 		one := map[string][]int32{tp.Topic: {tp.Partition}}
 		if resume >= 0 {
 			c.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{tp.Topic: {tp.Partition: {Epoch: -1, Offset: resume}}})
@@ -162,14 +179,20 @@ func (c *Consumer) detach(tps []offsets.Partition) []*worker {
 		if w := c.workers[tp]; w != nil {
 			ws = append(ws, w)
 			delete(c.workers, tp)
+			c.flow.remove(w.fp)
 		}
 	}
 	c.nparts.Store(int64(len(c.workers)))
 	return ws
 }
 
+// abandonAfter is how long a worker whose context was cancelled may take to
+// stop before nobody waits for it any more.
+const abandonAfter = time.Second
+
 // drainWorkers asks the workers to finish their in-flight batch and waits
-// DrainTimeout; then it cancels the handlers that are still running.
+// DrainTimeout; then it cancels the handlers that are still running and
+// gives them abandonAfter to return before abandoning them (see abandon).
 func (c *Consumer) drainWorkers(ws []*worker) {
 	for _, w := range ws {
 		close(w.drain)
@@ -180,8 +203,27 @@ func (c *Consumer) drainWorkers(ws []*worker) {
 	for _, w := range ws {
 		w.cancel()
 	}
-	if !c.waitWorkers(ws, 5*time.Second) {
-		c.cfg.Logger.Error("kbatch: handler ignores its cancelled context; going on without it")
+	c.waitWorkers(ws, abandonAfter)
+	c.abandon(ws)
+}
+
+// abandon gives up waiting for the workers that have not stopped: their
+// handler ignores its cancelled context. What such a handler still does is
+// never committed by this member: its partition's offsets lease is gone (or
+// was given to a later assignment), so its records count for nothing here
+// and the next owner handles them again (at least once).
+func (c *Consumer) abandon(ws []*worker) {
+	for _, w := range ws {
+		select {
+		case <-w.done:
+			continue
+		default:
+		}
+		if w.abandoned.CompareAndSwap(false, true) {
+			c.stats.abandoned.Add(1)
+			c.cfg.Logger.Error("kbatch: handler ignores its cancelled context; going on without it (its batch is not committed)",
+				"partition", w.tp.String())
+		}
 	}
 }
 
@@ -198,6 +240,19 @@ func (c *Consumer) waitWorkers(ws []*worker, d time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// liveWorkers lists the workers still running that nobody abandoned.
+func (c *Consumer) liveWorkers() []*worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ws := make([]*worker, 0, len(c.live))
+	for w := range c.live {
+		if !w.abandoned.Load() {
+			ws = append(ws, w)
+		}
+	}
+	return ws
 }
 
 // stopAllWorkers cancels every worker still owned (after the group was left,
@@ -231,67 +286,6 @@ func byTopic(tps []offsets.Partition) map[string][]int32 {
 		m[tp.Topic] = append(m[tp.Topic], tp.Partition)
 	}
 	return m
-}
-
-// commit is the offsets manager's CommitFunc: one synchronous OffsetCommit
-// with the leader epochs, per-partition errors sorted into fenced and other.
-func (c *Consumer) commit(ctx context.Context, offs map[offsets.Partition]offsets.Offset) (map[offsets.Partition]error, error) {
-	req := make(map[string]map[int32]kgo.EpochOffset)
-	for tp, o := range offs {
-		m := req[tp.Topic]
-		if m == nil {
-			m = make(map[int32]kgo.EpochOffset)
-			req[tp.Topic] = m
-		}
-		m[tp.Partition] = kgo.EpochOffset{Epoch: o.Epoch, Offset: o.At}
-	}
-	var (
-		reqErr error
-		perr   map[offsets.Partition]error
-	)
-	c.cl.CommitOffsetsSync(ctx, req, func(_ *kgo.Client, sent *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			reqErr = err
-			return
-		}
-		// OffsetCommit v10+ (Kafka 4.x) answers with topic IDs and no
-		// names: name them from the request kgo sent.
-		names := make(map[[16]byte]string, len(sent.Topics))
-		for _, t := range sent.Topics {
-			names[t.TopicID] = t.Topic
-		}
-		for _, t := range resp.Topics {
-			topic := t.Topic
-			if topic == "" {
-				topic = names[t.TopicID]
-			}
-			if _, ok := req[topic]; !ok {
-				reqErr = fmt.Errorf("commit response names a topic not in the request (id %x)", t.TopicID)
-				return
-			}
-			for _, p := range t.Partitions {
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					if perr == nil {
-						perr = make(map[offsets.Partition]error)
-					}
-					if isFencing(err) {
-						err = errors.Join(offsets.ErrFenced, err)
-					}
-					perr[offsets.Partition{Topic: topic, Partition: p.Partition}] = err
-				}
-			}
-		}
-	})
-	return perr, reqErr
-}
-
-// isFencing reports whether a commit error means the member is no longer the
-// owner in the group's current generation.
-func isFencing(err error) bool {
-	return errors.Is(err, kerr.IllegalGeneration) ||
-		errors.Is(err, kerr.UnknownMemberID) ||
-		errors.Is(err, kerr.FencedInstanceID) ||
-		errors.Is(err, kerr.StaleMemberEpoch)
 }
 
 func partitionsOf(m map[string][]int32) []offsets.Partition {

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -16,95 +15,71 @@ import (
 
 // worker owns one assigned partition: it cuts the partition's records into
 // batches and hands them to the handler one after another, in offset order.
-// Its goroutine (run) is started by the assign callback and waited for by the
-// revoke or lost callback, or by Run on close (through Consumer.workers).
+// Its goroutine (run) is started by the rebalance bookkeeping and stopped by
+// it (drain, cancel); everything the worker registered (its flow share, its
+// dedupe lease, its context) is given back when run returns.
 type worker struct {
 	c      *Consumer
 	tp     offsets.Partition
-	ctx    context.Context // the handler's context
+	lease  offsets.Lease // its assignment in the offsets manager
+	fp     *flowPart     // its share of the buffer
+	ctx    context.Context
 	cancel context.CancelFunc
 	drain  chan struct{} // closed to ask for a graceful stop (revoke, close)
 	done   chan struct{} // closed when run returns
-	wake   chan struct{} // capacity 1: records were queued
+	wake   chan struct{} // capacity 1: records were queued or a flush was asked for
 	first  atomic.Int64  // offset of the first record ever queued, -1 before
+	gid    uint64        // run's goroutine id, written before run starts handling
 	b      *batcher.Batcher[*kgo.Record]
 
+	// abandoned is set by the rebalance bookkeeping when the worker did not
+	// stop within DrainTimeout after its context was cancelled: nobody
+	// waits for it any more.
+	abandoned atomic.Bool
+
 	// mu guards the fields below; the poll loop takes it once per partition
-	// per poll, the worker once per chunk and once per batch.
-	mu        sync.Mutex
-	queue     [][]*kgo.Record
-	heldRecs  int // records queued, batching or in the handler
-	heldBytes int
-	paused    bool
-	stopped   bool // set once run returns: enqueue drops what it is given
+	// per poll, the worker once per take.
+	mu      sync.Mutex
+	queue   [][]*kgo.Record
+	stopped bool // set once run stops: enqueue drops what it is given
 }
 
-func newWorker(c *Consumer, tp offsets.Partition) *worker {
+func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
 	ctx, cancel := context.WithCancel(c.hardCtx)
 	b, _ := batcher.New[*kgo.Record](c.cfg.Batch) // policy validated by New
 	w := &worker{
-		c: c, tp: tp, ctx: ctx, cancel: cancel, b: b,
+		c: c, tp: tp, lease: lease, ctx: ctx, cancel: cancel, b: b,
 		drain: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	w.first.Store(-1)
+	w.fp = c.flow.add(tp, w.signal)
 	return w
 }
 
-// enqueue hands a chunk of fetched records to the worker without blocking.
-// It reports false if the worker already stopped (the records are dropped and
-// left uncommitted for the next owner).
+func (w *worker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue hands a chunk of fetched records to the worker without blocking,
+// counting them in the buffer. It reports false if the worker already
+// stopped (the records are dropped and left uncommitted for the next owner).
 func (w *worker) enqueue(recs []*kgo.Record, bytes int) bool {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
 		return false
 	}
+	w.c.flow.hold(w.fp, len(recs), bytes)
 	if w.first.Load() < 0 {
 		w.first.Store(recs[0].Offset)
 	}
 	w.queue = append(w.queue, recs)
-	w.heldRecs += len(recs)
-	w.heldBytes += bytes
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.signal()
 	return true
-}
-
-// release forgets n records of size bytes that left memory (handled or
-// dropped), resumes fetching once the worker is down to half its share, and
-// wakes the poll loop if it waits for room.
-func (w *worker) release(n, bytes int) {
-	if n == 0 {
-		return
-	}
-	w.mu.Lock()
-	w.heldRecs -= n
-	w.heldBytes -= bytes
-	if w.paused && !w.stopped {
-		limitRecs, limitBytes := w.c.partitionLimits()
-		if w.heldRecs <= limitRecs/2 && w.heldBytes <= limitBytes/2 {
-			w.paused = false
-			w.c.cl.ResumeFetchPartitions(map[string][]int32{w.tp.Topic: {w.tp.Partition}})
-		}
-	}
-	w.mu.Unlock()
-	w.c.releaseBuffered(n, bytes)
-}
-
-// pauseIfOver pauses the partition's fetching if the worker holds more than
-// its share of the buffer bounds.
-func (w *worker) pauseIfOver(limitRecs, limitBytes int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.paused || w.stopped || (w.heldRecs < limitRecs && w.heldBytes < limitBytes) {
-		return
-	}
-	w.paused = true
-	w.c.cl.PauseFetchPartitions(map[string][]int32{w.tp.Topic: {w.tp.Partition}})
-	w.c.stats.pauses.Add(1)
 }
 
 // takeAll removes every queued chunk.
@@ -130,7 +105,7 @@ func (w *worker) run() {
 	defer close(w.done)
 	defer w.finish()
 
-	if !w.assignStore() {
+	if !w.c.gate.assign(w) {
 		return
 	}
 	timer := time.NewTimer(time.Hour)
@@ -142,35 +117,25 @@ func (w *worker) run() {
 			return
 		}
 		if w.draining() {
-			w.flushAndHandle(FlushDrain)
+			w.flushAndHandle(w.c.drainReason())
 			return
 		}
 		if chunks := w.takeAll(); len(chunks) > 0 {
-			now := time.Now()
-			for ci, chunk := range chunks {
-				for ri, r := range chunk {
-					size := recordSize(r)
-					if !w.b.Fits(size) {
-						if !w.flushAndHandle(FlushBytes) || w.draining() {
-							w.dropRest(chunks[ci:], ri)
-							return
-						}
-					}
-					if w.b.Add(now, r, size) {
-						reason := FlushRecords
-						if w.b.Len() < w.b.Policy().MaxRecords {
-							reason = FlushBytes
-						}
-						if !w.flushAndHandle(reason) || w.draining() {
-							w.dropRest(chunks[ci:], ri+1)
-							return
-						}
-					}
-				}
+			if !w.batch(chunks) {
+				return
 			}
 			continue
 		}
-		// Nothing queued: wait for records, the open batch's deadline, a
+		// Nothing queued. The buffer is full and this batch is among the
+		// largest open ones, or nothing arrives and MaxWait is off: close
+		// it now rather than wait for a timer.
+		if reason, ok := w.fp.takeFlush(); ok && w.b.Len() > 0 {
+			if !w.flushAndHandle(reason) {
+				return
+			}
+			continue
+		}
+		// Wait for records, the open batch's deadline, a flush request, a
 		// drain or a cancel.
 		var timerC <-chan time.Time
 		if deadline, ok := w.b.Deadline(); ok {
@@ -202,6 +167,35 @@ func (w *worker) run() {
 	}
 }
 
+// batch adds the chunks' records to the open batch, handling every batch
+// that fills up on the way. It reports false when the worker must stop.
+func (w *worker) batch(chunks [][]*kgo.Record) bool {
+	now := time.Now()
+	for ci, chunk := range chunks {
+		for ri, r := range chunk {
+			size := recordSize(r)
+			if !w.b.Fits(size) {
+				if !w.flushAndHandle(FlushBytes) || w.draining() {
+					w.dropRest(chunks[ci:], ri)
+					return false
+				}
+			}
+			if w.b.Add(now, r, size) {
+				reason := FlushRecords
+				if w.b.Len() < w.b.Policy().MaxRecords {
+					reason = FlushBytes
+				}
+				if !w.flushAndHandle(reason) || w.draining() {
+					w.dropRest(chunks[ci:], ri+1)
+					return false
+				}
+			}
+		}
+	}
+	w.fp.setOpen(w.b.Len(), w.b.Bytes())
+	return true
+}
+
 // dropRest releases the records of chunks not yet batched, starting at
 // chunks[0][from].
 func (w *worker) dropRest(chunks [][]*kgo.Record, from int) {
@@ -215,11 +209,13 @@ func (w *worker) dropRest(chunks [][]*kgo.Record, from int) {
 			bytes += recordSize(r)
 		}
 	}
-	w.release(n, bytes)
+	w.c.flow.release(w.fp, n, bytes)
 }
 
 // finish runs when the worker stops: whatever it still holds is dropped
-// (uncommitted, so the next owner reads it again) and its share is released.
+// (uncommitted, so the next owner reads it again), its share of the buffer
+// released, its dedupe lease given back and its context cancelled, so that
+// nothing it registered outlives it.
 func (w *worker) finish() {
 	w.mu.Lock()
 	w.stopped = true
@@ -230,32 +226,11 @@ func (w *worker) finish() {
 	if recs := w.b.Flush(); len(recs) > 0 {
 		w.dropRest([][]*kgo.Record{recs}, 0)
 	}
-	if d := w.c.cfg.Dedupe; d != nil {
-		w.c.mu.Lock()
-		successor := w.c.workers[w.tp]
-		w.c.mu.Unlock()
-		if successor == nil || successor == w {
-			d.Store.Release(w.tp)
-		}
-	}
-}
-
-// assignStore loads the partition's dedupe state before its first batch,
-// retrying a failing store. It reports false when the worker must stop.
-func (w *worker) assignStore() bool {
-	d := w.c.cfg.Dedupe
-	if d == nil {
-		return true
-	}
-	for attempt := 1; ; attempt++ {
-		err := d.Store.Assign(w.ctx, w.tp)
-		if err == nil {
-			return true
-		}
-		if !w.storeFailed("assign", err, attempt) {
-			return false
-		}
-	}
+	w.fp.setOpen(0, 0)
+	w.c.flow.remove(w.fp)
+	w.c.gate.release(w)
+	w.cancel()
+	w.c.forgetWorker(w)
 }
 
 // flushAndHandle hands the open batch to the handler until it succeeds. It
@@ -264,11 +239,13 @@ func (w *worker) assignStore() bool {
 func (w *worker) flushAndHandle(reason FlushReason) bool {
 	bytes := w.b.Bytes()
 	recs := w.b.Flush()
+	w.fp.setOpen(0, 0)
 	if len(recs) == 0 {
 		return true
 	}
+	w.c.stats.flushes[reason].Add(1)
 	ok := w.handle(recs, reason)
-	w.release(len(recs), bytes)
+	w.c.flow.release(w.fp, len(recs), bytes)
 	return ok
 }
 
@@ -280,18 +257,4 @@ func (w *worker) call(b *Batch) (err error) {
 		}
 	}()
 	return w.c.handler(w.ctx, b)
-}
-
-// backoff is Initial doubled per failed attempt, capped at Max, with ±20%
-// jitter so that partitions failing together do not retry in lockstep.
-func backoff(r Retry, attempt int) time.Duration {
-	d := r.Initial
-	for i := 1; i < attempt && d < r.Max; i++ {
-		d *= 2
-	}
-	if d > r.Max {
-		d = r.Max
-	}
-	jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
-	return d + jitter
 }

@@ -29,6 +29,7 @@ type metric struct {
 type Collector struct {
 	c       *consumer.Consumer
 	metrics []metric
+	flushes *prometheus.Desc // kbatch_flushes_total{reason}
 }
 
 // NewCollector returns a collector for c; labels are added to every metric
@@ -43,8 +44,8 @@ func NewCollector(c *consumer.Consumer, labels prometheus.Labels) *Collector {
 	}
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
 	return &Collector{c: c, metrics: []metric{
-		m("records_total", "Records handled successfully.", counter, func(s consumer.Stats) int64 { return s.Records }),
-		m("batches_total", "Batches handled successfully.", counter, func(s consumer.Stats) int64 { return s.Batches }),
+		m("records_total", "Records handed to a handler that succeeded for them (not the skipped or dead-lettered ones).", counter, func(s consumer.Stats) int64 { return s.Records }),
+		m("batches_total", "Successful handler calls.", counter, func(s consumer.Stats) int64 { return s.Batches }),
 		m("handler_errors_total", "Failed handler calls, each retry counted.", counter, func(s consumer.Stats) int64 { return s.HandlerErrors }),
 		m("commits_total", "Offset commit requests that succeeded.", counter, func(s consumer.Stats) int64 { return s.Commits }),
 		m("commit_errors_total", "Failed offset commit requests or partitions.", counter, func(s consumer.Stats) int64 { return s.CommitErrors }),
@@ -60,7 +61,15 @@ func NewCollector(c *consumer.Consumer, labels prometheus.Labels) *Collector {
 		m("buffered_records", "Records held: fetched and not yet handled.", gauge, func(s consumer.Stats) int64 { return s.BufferedRecords }),
 		m("buffered_bytes", "Bytes (keys and values) of the records held.", gauge, func(s consumer.Stats) int64 { return s.BufferedBytes }),
 		m("owned_partitions", "Partitions this member owns now.", gauge, func(s consumer.Stats) int64 { return s.OwnedPartitions }),
-	}}
+		m("missing_topics", "Configured topics that did not exist at the last look-up.", gauge, func(s consumer.Stats) int64 { return s.MissingTopics }),
+		m("fetch_errors_total", "Errors the client reported while polling (unknown topic, not authorized, ...).", counter, func(s consumer.Stats) int64 { return s.FetchErrors }),
+		m("abandoned_workers_total", "Partition workers given up on because their handler ignored its cancelled context.", counter, func(s consumer.Stats) int64 { return s.Abandoned }),
+		m("fetch_max_bytes", "The fetch size kbatch asks the client for, from the byte bound and the compression ratio.", gauge, func(s consumer.Stats) int64 { return s.FetchMaxBytes }),
+	},
+		flushes: prometheus.NewDesc("kbatch_flushes_total",
+			"Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close.",
+			[]string{"reason"}, labels),
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -68,6 +77,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
 	}
+	ch <- c.flushes
 }
 
 // Collect implements prometheus.Collector.
@@ -75,5 +85,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.c.Stats()
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+	for _, r := range consumer.FlushReasons {
+		ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(s.Flushes[r]), r.String())
 	}
 }

@@ -21,18 +21,30 @@ func TestCollectorExportsTheConsumerStats(t *testing.T) {
 	}
 	defer c.Close()
 	col := NewCollector(c, prometheus.Labels{"service": "orders"})
-	if n := testutil.CollectAndCount(col); n != 17 {
-		t.Fatalf("collected %d metrics, want 17", n)
+	// 21 counters and gauges, and kbatch_flushes_total once per reason.
+	if n, want := testutil.CollectAndCount(col), 21+len(consumer.FlushReasons); n != want {
+		t.Fatalf("collected %d metrics, want %d", n, want)
 	}
 	want := `
-# HELP kbatch_records_total Records handled successfully.
+# HELP kbatch_records_total Records handed to a handler that succeeded for them (not the skipped or dead-lettered ones).
 # TYPE kbatch_records_total counter
 kbatch_records_total{service="orders"} 0
 # HELP kbatch_buffered_records Records held: fetched and not yet handled.
 # TYPE kbatch_buffered_records gauge
 kbatch_buffered_records{service="orders"} 0
 `
-	if err := testutil.CollectAndCompare(col, strings.NewReader(want), "kbatch_records_total", "kbatch_buffered_records"); err != nil {
+	want += `
+# HELP kbatch_flushes_total Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close.
+# TYPE kbatch_flushes_total counter
+kbatch_flushes_total{reason="buffer",service="orders"} 0
+kbatch_flushes_total{reason="bytes",service="orders"} 0
+kbatch_flushes_total{reason="close",service="orders"} 0
+kbatch_flushes_total{reason="idle",service="orders"} 0
+kbatch_flushes_total{reason="records",service="orders"} 0
+kbatch_flushes_total{reason="revoke",service="orders"} 0
+kbatch_flushes_total{reason="wait",service="orders"} 0
+`
+	if err := testutil.CollectAndCompare(col, strings.NewReader(want), "kbatch_records_total", "kbatch_buffered_records", "kbatch_flushes_total"); err != nil {
 		t.Fatal(err)
 	}
 	problems, err := testutil.CollectAndLint(col)

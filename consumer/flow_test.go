@@ -1,0 +1,145 @@
+package consumer
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/batcher"
+	"github.com/kbatch/kbatch/internal/kafkatest"
+	"github.com/kbatch/kbatch/offsets"
+)
+
+// Guards invariant 6 ("the bound never stalls the flow"): with MaxWait off
+// and a buffer that holds one batch's worth of records spread over four
+// partitions, no batch ever fills up by count. The consumer used to stop at
+// the bound and wait for ever (200 of 1000 records handled); a full buffer
+// must close the open batches instead.
+func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
+	const n, parts = 1000, 4
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, parts)
+	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 100, MaxWait: -1}
+	cfg.MaxBufferedRecords = 100
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitUntil(t, 60*time.Second, "every record handled", func() bool { return handled.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := m.c.Stats()
+	if s.Flushes[FlushBuffer] == 0 {
+		t.Fatalf("no batch was closed for a full buffer: flushes %v", s.Flushes)
+	}
+	if s.PeakBufferedRecords > 100 {
+		t.Fatalf("peak buffered %d records, bound 100", s.PeakBufferedRecords)
+	}
+	t.Logf("flushes by reason %v", s.Flushes)
+}
+
+// Guards invariant 6 at many partitions: 64 partitions share a buffer of
+// 2,000 records while a batch takes 1,000, so no partition's batch can ever
+// fill; MaxWait is an hour. The consumer used to wait out MaxWait for every
+// batch; with a full buffer closing open batches every record arrives long
+// before.
+func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
+	const n, parts = 64_000, 64
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, parts)
+	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Hour}
+	cfg.MaxBufferedRecords = 2000
+	l := newLedger()
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		l.add(b)
+		return nil
+	})
+	waitUntil(t, 120*time.Second, "every record handled", func() bool { return l.distinct.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if lost, dups, disorder := l.check(kafkatest.EndOffsets(t, brokers, topic)); lost+dups+disorder != 0 {
+		t.Fatalf("lost %d, duplicates %d, out of order %d", lost, dups, disorder)
+	}
+	if s := m.c.Stats(); s.PeakBufferedRecords > 2000 {
+		t.Fatalf("peak buffered %d records, bound 2000", s.PeakBufferedRecords)
+	}
+}
+
+// Guards the choice of what a full buffer flushes: the largest open batches
+// first, and only as many as free a quarter of the bound.
+func TestFullBufferFlushesTheLargestOpenBatchesFirst(t *testing.T) {
+	var st counters
+	f := newFlow(Config{MaxBufferedRecords: 100, MaxBufferedBytes: 1 << 30, Batch: batcher.Policy{MaxRecords: 100}}, &st)
+	woken := map[int32]int{}
+	sizes := []int{5, 30, 1, 20, 0, 12}
+	parts := make([]*flowPart, len(sizes))
+	for i, n := range sizes {
+		p := int32(i)
+		parts[i] = f.add(offsets.Partition{Topic: "t", Partition: p}, func() { woken[p]++ })
+		parts[i].setOpen(n, n*100)
+	}
+	f.buffered.Store(100)
+	f.flushLargest()
+	// A quarter of 100 is 25: the batch of 30 alone frees it.
+	for i, p := range parts {
+		want := i == 1
+		if _, got := p.takeFlush(); got != want {
+			t.Errorf("partition %d (open %d): flush asked %v, want %v", i, sizes[i], got, want)
+		}
+	}
+	parts[1].setOpen(0, 0)
+	f.flushLargest()
+	// Next: 20, then 12 (32 >= 25); never the empty one.
+	for i, p := range parts {
+		want := i == 3 || i == 5
+		if _, got := p.takeFlush(); got != want {
+			t.Errorf("second round, partition %d (open %d): flush asked %v, want %v", i, sizes[i], got, want)
+		}
+	}
+	if woken[4] != 0 {
+		t.Errorf("the partition without an open batch was woken")
+	}
+}
+
+// Guards item 3 of the memory bound: the client's buffered fetch is sized
+// from MaxBufferedBytes and the compression ratio seen, so compressible
+// records cannot make the client hold many times the bound.
+func TestFetchSizeFollowsTheBoundAndTheCompressionRatio(t *testing.T) {
+	var st counters
+	f := newFlow(Config{MaxBufferedRecords: 5000, MaxBufferedBytes: 8 << 20, Batch: batcher.Policy{MaxRecords: 1000}}, &st)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, f.clientOpts()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	f.cl = cl
+	if got, want := f.fetchBytes.Load(), int32(2<<20); got != want {
+		t.Fatalf("initial fetch size %d, want a quarter of the 8 MiB bound, %d", got, want)
+	}
+	// Records that decompress to 8x their wire size.
+	f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1 << 20, UncompressedBytes: 8 << 20})
+	f.adjustFetch(time.Now())
+	if got, want := f.fetchBytes.Load(), int32(256<<10); got != want {
+		t.Fatalf("fetch size %d after a ratio of 8, want %d", got, want)
+	}
+	// Never below the floor, whatever the ratio.
+	f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1, UncompressedBytes: 1 << 20})
+	f.adjustFetch(time.Now().Add(2 * time.Second))
+	if got := f.fetchBytes.Load(); got != minFetchBytes {
+		t.Fatalf("fetch size %d, want the floor %d", got, minFetchBytes)
+	}
+}
