@@ -75,6 +75,7 @@ func runKbatchWith(ctx context.Context, env *Env, cfg consumer.Config, h consume
 		"batches":               st.Batches,
 		"pauses":                st.Pauses,
 		"peak_buffered_records": st.PeakBufferedRecords,
+		"peak_buffered_bytes":   st.PeakBufferedBytes,
 		"rebalances":            st.Rebalances,
 		"handler_errors":        st.HandlerErrors,
 		"commit_errors":         st.CommitErrors,
