@@ -10,7 +10,11 @@
 // peak heap and RSS, wall time). It writes results.json and chart.svg to
 // -out. Every scenario checks it received every record; the program exits 1
 // when one did not. Each scenario run is a process of its own, so that its
-// peak RSS is its own. See README.md.
+// peak RSS is its own.
+//
+// With -sweep it measures the scenarios at every point of a range
+// (partitions, value size, backlog) and writes a table, JSON and a chart of
+// the ratios against the swept variable. See README.md.
 package main
 
 import (
@@ -58,6 +62,10 @@ type options struct {
 	cpuprofile string
 	quiet      bool
 	isolate    bool
+
+	sweep       string // comma-separated sweep names; empty: one point
+	sweepValues string // the values of a single sweep; empty: its defaults
+	sweepBytes  int64  // value bytes per point of the value-size sweep
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -86,6 +94,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios to this file (pprof label scenario=<key>: go tool pprof -tagfocus scenario=kbatch ...)")
 	fs.BoolVar(&o.quiet, "q", false, "quiet: no progress display, only the table")
 	fs.BoolVar(&o.isolate, "isolate", true, "run every scenario in a process of its own (this program started again), so that its peak RSS is its own; off with -cpuprofile")
+	fs.StringVar(&o.sweep, "sweep", "", "measure over a range instead of one point: "+strings.Join(sweepNames(), ", ")+" (comma-separated for several, or all)")
+	fs.StringVar(&o.sweepValues, "sweep-values", "", "the values of a single -sweep (default: partitions 8,64,256,1024; value-size 100,1KiB,10KiB,100KiB; backlog 1M,4M)")
+	o.sweepBytes = defaultSweepBytes
+	fs.Var((*sizeFlag)(&o.sweepBytes), "sweep-bytes", "value-size sweep: value bytes each point moves; its records are this divided by the value size (at least 2,000)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,6 +124,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if _, err := compressionCodec(o.compression); err != nil {
 		return nil, fmt.Errorf("-compression: %w", err)
+	}
+	if err := checkModeFlags(o); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -141,14 +156,55 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, o, os.Stdout)
+	var failed bool
+	switch {
+	case o.sweep != "":
+		var reps []*SweepReport
+		reps, err = runSweeps(ctx, o, os.Stdout)
+		for _, r := range reps {
+			failed = failed || r.Failed
+		}
+	default:
+		var rep *Report
+		if rep, err = run(ctx, o, os.Stdout); err == nil {
+			failed = rep.Failed
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
-	if rep.Failed {
+	if failed {
 		os.Exit(1)
 	}
+}
+
+// checkModeFlags refuses sweep flags that cannot work together.
+func checkModeFlags(o *options) error {
+	switch {
+	case o.sweep != "" && o.topic != "":
+		return errors.New("-topic cannot be used with -sweep: every point needs a topic of its own")
+	case o.sweepBytes < 1:
+		return errors.New("-sweep-bytes must be > 0")
+	}
+	if o.sweep != "" {
+		names, err := parseSweepNames(o.sweep)
+		if err != nil {
+			return err
+		}
+		if o.sweepValues != "" && len(names) > 1 {
+			return errors.New("-sweep-values needs a single -sweep")
+		}
+		for _, n := range names {
+			if _, err := sweepValues(n, o.sweepValues); err != nil {
+				return err
+			}
+		}
+		if o.only != "" && !containsKey(o.only, rawKey) {
+			return fmt.Errorf("-sweep needs %s among -scenarios: every ratio is taken against it", rawKey)
+		}
+	}
+	return nil
 }
 
 // run measures one point, the one the flags describe: the table goes to
