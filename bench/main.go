@@ -14,7 +14,10 @@
 //
 // With -sweep it measures the scenarios at every point of a range
 // (partitions, value size, backlog) and writes a table, JSON and a chart of
-// the ratios against the swept variable. See README.md.
+// the ratios against the swept variable; with -memcheck it measures the peak
+// RSS of a bounded kbatch consumer with a slow handler per backlog, and
+// exits 1 when it exceeds the bound plus a documented constant. See
+// README.md.
 package main
 
 import (
@@ -66,6 +69,11 @@ type options struct {
 	sweep       string // comma-separated sweep names; empty: one point
 	sweepValues string // the values of a single sweep; empty: its defaults
 	sweepBytes  int64  // value bytes per point of the value-size sweep
+
+	memcheck      bool
+	memBacklogs   string
+	memRecordWait time.Duration
+	memSlack      int64
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -98,6 +106,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.sweepValues, "sweep-values", "", "the values of a single -sweep (default: partitions 8,64,256,1024; value-size 100,1KiB,10KiB,100KiB; backlog 1M,4M)")
 	o.sweepBytes = defaultSweepBytes
 	fs.Var((*sizeFlag)(&o.sweepBytes), "sweep-bytes", "value-size sweep: value bytes each point moves; its records are this divided by the value size (at least 2,000)")
+	fs.BoolVar(&o.memcheck, "memcheck", false, "run the memory-bound check instead of the table: peak RSS of a bounded kbatch consumer with a slow handler, per backlog")
+	fs.StringVar(&o.memBacklogs, "memcheck-backlogs", "1M,3M", "memory check: the backlogs (records) to consume")
+	fs.DurationVar(&o.memRecordWait, "memcheck-wait", 10*time.Microsecond, "memory check: the handler's wait per record of a batch (a slow handler)")
+	o.memSlack = defaultMemSlack
+	fs.Var((*sizeFlag)(&o.memSlack), "memcheck-slack", "memory check: the constant allowed over MaxBufferedBytes (the process's own baseline; see README)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -158,6 +171,11 @@ func main() {
 	defer stop()
 	var failed bool
 	switch {
+	case o.memcheck:
+		var rep *MemReport
+		if rep, err = runMemCheck(ctx, o, os.Stdout); err == nil {
+			failed = rep.Failed || !rep.Met
+		}
 	case o.sweep != "":
 		var reps []*SweepReport
 		reps, err = runSweeps(ctx, o, os.Stdout)
@@ -179,13 +197,20 @@ func main() {
 	}
 }
 
-// checkModeFlags refuses sweep flags that cannot work together.
+// checkModeFlags refuses sweep and memory-check flags that cannot work
+// together.
 func checkModeFlags(o *options) error {
 	switch {
-	case o.sweep != "" && o.topic != "":
-		return errors.New("-topic cannot be used with -sweep: every point needs a topic of its own")
+	case o.memcheck && o.sweep != "":
+		return errors.New("-memcheck and -sweep are separate modes: give one")
+	case (o.memcheck || o.sweep != "") && o.topic != "":
+		return errors.New("-topic cannot be used with -sweep or -memcheck: every point needs a topic of its own")
 	case o.sweepBytes < 1:
 		return errors.New("-sweep-bytes must be > 0")
+	case o.memSlack < 0:
+		return errors.New("-memcheck-slack must be >= 0")
+	case o.memRecordWait < 0:
+		return errors.New("-memcheck-wait must be >= 0")
 	}
 	if o.sweep != "" {
 		names, err := parseSweepNames(o.sweep)
@@ -202,6 +227,11 @@ func checkModeFlags(o *options) error {
 		}
 		if o.only != "" && !containsKey(o.only, rawKey) {
 			return fmt.Errorf("-sweep needs %s among -scenarios: every ratio is taken against it", rawKey)
+		}
+	}
+	if o.memcheck {
+		if _, err := parseCounts(o.memBacklogs); err != nil {
+			return fmt.Errorf("-memcheck-backlogs: %w", err)
 		}
 	}
 	return nil

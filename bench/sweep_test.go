@@ -26,7 +26,10 @@ func TestSweepFlags(t *testing.T) {
 		{"-sweep", "value-size", "-sweep-values", "0"},
 		{"-sweep", "partitions", "-topic", "t"},
 		{"-sweep", "partitions", "-scenarios", "kbatch"},
+		{"-sweep", "partitions", "-memcheck"},
+		{"-memcheck", "-memcheck-backlogs", "1M,x"},
 		{"-sweep-bytes", "0"},
+		{"-memcheck-slack", "lots"},
 	} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
@@ -39,7 +42,7 @@ func TestSweepFlags(t *testing.T) {
 	if names, _ := parseSweepNames(o.sweep); strings.Join(names, ",") != "partitions,value-size,backlog" {
 		t.Errorf("-sweep all = %v", names)
 	}
-	if o.sweepBytes != 200<<20 || !o.isolate {
+	if o.sweepBytes != 200<<20 || o.memSlack != 32<<20 || o.memBacklogs != "1M,3M" || !o.isolate {
 		t.Errorf("defaults %+v", o)
 	}
 	if _, err := parseFlags([]string{"-sweep", "value-size", "-sweep-values", "100,1KiB", "-sweep-bytes", "1MiB", "-scenarios", "franz-raw,kbatch-dedupe-mem"}); err != nil {
