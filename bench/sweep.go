@@ -202,6 +202,9 @@ func (s *suite) sweep(ctx context.Context, name string) (*SweepReport, error) {
 	for _, sc := range s.table {
 		rep.Scenarios = append(rep.Scenarios, sc.Key)
 	}
+	if name == "value-size" {
+		rep.SweepBytes = s.o.sweepBytes
+	}
 	values, _ := sweepValues(name, s.o.sweepValues)
 	for i, p := range pts {
 		s.prog.note("sweep %s: point %d/%d, %s = %s (%s records)", name, i+1, len(pts), d.Axis, labels[i], groupDigits(int64(p.Records)))

@@ -28,6 +28,7 @@ type SweepReport struct {
 	Runs       int           `json:"runs"`
 	Isolated   bool          `json:"isolated"` // each scenario run in a process of its own
 	Scenarios  []string      `json:"scenarios"`
+	SweepBytes int64         `json:"sweep_bytes,omitempty"` // value-size sweep: value bytes per point
 	Points     []SweepPoint  `json:"points"`
 	RSS        []RSSFlatness `json:"rss_flatness,omitempty"` // the backlog sweep's
 	Failed     bool          `json:"failed"`                 // some scenario missed records or failed at some point
@@ -103,7 +104,7 @@ func (r *SweepReport) writeMarkdown(w io.Writer, withCommand bool) {
 		records := fmt.Sprintf("%s records", groupDigits(int64(p.Records)))
 		parts := map[string][]string{
 			"partitions": {records, fmt.Sprintf("%d B values", p.ValueBytes)},
-			"value-size": {fmt.Sprintf("%d partitions", p.Partitions), "records scaled down as values grow, so that each point moves about the same bytes"},
+			"value-size": {fmt.Sprintf("%d partitions", p.Partitions), fmt.Sprintf("records scaled down as values grow, so that each point moves about %s of values", sizeLabel(r.SweepBytes))},
 			"backlog":    {fmt.Sprintf("%d partitions", p.Partitions), fmt.Sprintf("%d B values", p.ValueBytes)},
 		}[r.Sweep]
 		parts = append(parts, "keys: "+keysText(p.Keys), "compression "+p.Compression)

@@ -178,6 +178,14 @@ func TestSweepTableAndChart(t *testing.T) {
 	if strings.Contains(out, r.Command) {
 		t.Error("stdout repeats the command line")
 	}
+	vs := testSweep()
+	vs.Sweep, vs.Axis, vs.SweepBytes = "value-size", "value size", 200<<20
+	vs.summarize()
+	b.Reset()
+	vs.printTable(&b)
+	if !strings.Contains(b.String(), "about 200 MiB of values") || strings.Contains(b.String(), "flat") {
+		t.Errorf("value-size heading:\n%s", b.String())
+	}
 
 	svg := r.chartSVG()
 	wellFormed(t, svg)
