@@ -51,6 +51,35 @@ func runKbatchWork(ctx context.Context, env *Env) (Outcome, error) {
 	})
 }
 
+// The memory check's consumer bounds (the acceptance test's figures).
+const (
+	boundedKey        = "kbatch-bounded"
+	boundedMaxRecords = 5000
+	boundedMaxBytes   = 8 << 20
+)
+
+// runKbatchBounded is kbatch with MaxBufferedRecords 5000 and
+// MaxBufferedBytes 8 MiB and a slow handler: it waits env.RecordWait per
+// record of the batch, so the buffer stays full while the backlog lasts.
+func runKbatchBounded(ctx context.Context, env *Env) (Outcome, error) {
+	cfg := kbatchConfig(env)
+	cfg.MaxBufferedRecords = boundedMaxRecords
+	cfg.MaxBufferedBytes = boundedMaxBytes
+	return runKbatchWith(ctx, env, cfg, func(ctx context.Context, b *consumer.Batch) error {
+		if d := env.RecordWait * time.Duration(len(b.Records)); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		env.Check.MarkRecords(b.Partition, b.Records)
+		return nil
+	})
+}
+
 // runKbatchWith runs a kbatch consumer until the checker is complete, then
 // closes it (drain, final commit, leave) and reports its commit count and
 // counters.
@@ -75,6 +104,7 @@ func runKbatchWith(ctx context.Context, env *Env, cfg consumer.Config, h consume
 		"batches":               st.Batches,
 		"pauses":                st.Pauses,
 		"peak_buffered_records": st.PeakBufferedRecords,
+		"peak_buffered_bytes":   st.PeakBufferedBytes,
 		"rebalances":            st.Rebalances,
 		"handler_errors":        st.HandlerErrors,
 		"commit_errors":         st.CommitErrors,

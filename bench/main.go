@@ -9,7 +9,15 @@
 // (records/s, MiB/s, ratio to the raw loop, commits, allocations per record,
 // peak heap and RSS, wall time). It writes results.json and chart.svg to
 // -out. Every scenario checks it received every record; the program exits 1
-// when one did not. See README.md.
+// when one did not. Each scenario run is a process of its own, so that its
+// peak RSS is its own.
+//
+// With -sweep it measures the scenarios at every point of a range
+// (partitions, value size, backlog) and writes a table, JSON and a chart of
+// the ratios against the swept variable; with -memcheck it measures the peak
+// RSS of a bounded kbatch consumer with a slow handler per backlog, and
+// exits 1 when it exceeds the bound plus a documented constant. See
+// README.md.
 package main
 
 import (
@@ -24,7 +32,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -57,6 +64,16 @@ type options struct {
 	out        string
 	cpuprofile string
 	quiet      bool
+	isolate    bool
+
+	sweep       string // comma-separated sweep names; empty: one point
+	sweepValues string // the values of a single sweep; empty: its defaults
+	sweepBytes  int64  // value bytes per point of the value-size sweep
+
+	memcheck      bool
+	memBacklogs   string
+	memRecordWait time.Duration
+	memSlack      int64
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -84,6 +101,16 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "", "directory for results.json and chart.svg; default bench-results/ at the repository root")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios to this file (pprof label scenario=<key>: go tool pprof -tagfocus scenario=kbatch ...)")
 	fs.BoolVar(&o.quiet, "q", false, "quiet: no progress display, only the table")
+	fs.BoolVar(&o.isolate, "isolate", true, "run every scenario in a process of its own (this program started again), so that its peak RSS is its own; off with -cpuprofile")
+	fs.StringVar(&o.sweep, "sweep", "", "measure over a range instead of one point: "+strings.Join(sweepNames(), ", ")+" (comma-separated for several, or all)")
+	fs.StringVar(&o.sweepValues, "sweep-values", "", "the values of a single -sweep (default: partitions 8,64,256,1024; value-size 100,1KiB,10KiB,100KiB; backlog 1M,4M)")
+	o.sweepBytes = defaultSweepBytes
+	fs.Var((*sizeFlag)(&o.sweepBytes), "sweep-bytes", "value-size sweep: value bytes each point moves; its records are this divided by the value size (at least 2,000)")
+	fs.BoolVar(&o.memcheck, "memcheck", false, "run the memory-bound check instead of the table: peak RSS of a bounded kbatch consumer with a slow handler, per backlog")
+	fs.StringVar(&o.memBacklogs, "memcheck-backlogs", "1M,3M", "memory check: the backlogs (records) to consume")
+	fs.DurationVar(&o.memRecordWait, "memcheck-wait", 10*time.Microsecond, "memory check: the handler's wait per record of a batch (a slow handler)")
+	o.memSlack = defaultMemSlack
+	fs.Var((*sizeFlag)(&o.memSlack), "memcheck-slack", "memory check: the constant allowed over MaxBufferedBytes (the process's own baseline; see README)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -111,6 +138,9 @@ func parseFlags(args []string) (*options, error) {
 	if _, err := compressionCodec(o.compression); err != nil {
 		return nil, fmt.Errorf("-compression: %w", err)
 	}
+	if err := checkModeFlags(o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -126,6 +156,9 @@ func main() {
 	if n := os.Getenv(childEnv); n != "" {
 		os.Exit(serveKfakeChild(n))
 	}
+	if os.Getenv(scenarioChildEnv) != "" {
+		os.Exit(serveScenarioChild())
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -136,118 +169,91 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, o, os.Stdout)
+	var failed bool
+	switch {
+	case o.memcheck:
+		var rep *MemReport
+		if rep, err = runMemCheck(ctx, o, os.Stdout); err == nil {
+			failed = rep.Failed || !rep.Met
+		}
+	case o.sweep != "":
+		var reps []*SweepReport
+		reps, err = runSweeps(ctx, o, os.Stdout)
+		for _, r := range reps {
+			failed = failed || r.Failed
+		}
+	default:
+		var rep *Report
+		if rep, err = run(ctx, o, os.Stdout); err == nil {
+			failed = rep.Failed
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
-	if rep.Failed {
+	if failed {
 		os.Exit(1)
 	}
 }
 
-// run is the whole suite; the table goes to stdout, progress to stderr.
-func run(ctx context.Context, o *options, stdout io.Writer) (*Report, error) {
-	prog := newProgress(os.Stderr, o.quiet)
-	rep := &Report{
-		Started:    time.Now(),
-		Go:         runtime.Version(),
-		OS:         runtime.GOOS + "/" + runtime.GOARCH,
-		CPU:        cpuModel(),
-		NumCPU:     runtime.NumCPU(),
-		GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Params: Params{
-			Records: o.records, Partitions: o.partitions, ValueBytes: o.valueBytes, Keys: o.keys,
-			Compression: o.compression, Runs: o.runs, SyncRecords: o.syncRecords,
-			Work: o.work.String(), Stall: o.stall.String(), Scenarios: o.only,
-		},
+// checkModeFlags refuses sweep and memory-check flags that cannot work
+// together.
+func checkModeFlags(o *options) error {
+	switch {
+	case o.memcheck && o.sweep != "":
+		return errors.New("-memcheck and -sweep are separate modes: give one")
+	case (o.memcheck || o.sweep != "") && o.topic != "":
+		return errors.New("-topic cannot be used with -sweep or -memcheck: every point needs a topic of its own")
+	case o.sweepBytes < 1:
+		return errors.New("-sweep-bytes must be > 0")
+	case o.memSlack < 0:
+		return errors.New("-memcheck-slack must be >= 0")
+	case o.memRecordWait < 0:
+		return errors.New("-memcheck-wait must be >= 0")
 	}
+	if o.sweep != "" {
+		names, err := parseSweepNames(o.sweep)
+		if err != nil {
+			return err
+		}
+		if o.sweepValues != "" && len(names) > 1 {
+			return errors.New("-sweep-values needs a single -sweep")
+		}
+		for _, n := range names {
+			if _, err := sweepValues(n, o.sweepValues); err != nil {
+				return err
+			}
+		}
+		if o.only != "" && !containsKey(o.only, rawKey) {
+			return fmt.Errorf("-sweep needs %s among -scenarios: every ratio is taken against it", rawKey)
+		}
+	}
+	if o.memcheck {
+		if _, err := parseCounts(o.memBacklogs); err != nil {
+			return fmt.Errorf("-memcheck-backlogs: %w", err)
+		}
+	}
+	return nil
+}
+
+// run measures one point, the one the flags describe: the table goes to
+// stdout, progress to stderr, results.json and chart.svg to -out.
+func run(ctx context.Context, o *options, stdout io.Writer) (*Report, error) {
 	outDir, err := outputDir(o.out)
 	if err != nil {
 		return nil, err
 	}
-
 	table, err := selectScenarios(scenarios(), o.only)
 	if err != nil {
 		return nil, err
 	}
-
-	// The broker.
-	var b *broker
-	switch {
-	case o.brokers != "":
-		b = externalBroker(strings.Split(o.brokers, ","))
-	case o.kfakeInProc:
-		b, err = startKfakeInProcess(o.kfakeBrokers)
-	default:
-		b, err = startKfakeChild(o.kfakeBrokers)
-	}
+	s, err := startSuite(ctx, o, table)
 	if err != nil {
 		return nil, err
 	}
-	defer b.Close()
-	rep.Broker, rep.Brokers = b.Kind, b.Addrs
-	prog.note("broker: %s at %s", b.Kind, strings.Join(b.Addrs, ","))
-
-	// The Java reference, on a real broker only.
-	wantJava := o.only == "" || containsKey(o.only, "java-perf")
-	switch {
-	case o.brokers == "":
-		if containsKey(o.only, "java-perf") {
-			rep.Notes = append(rep.Notes, "java-perf runs only against a real broker (-brokers)")
-		}
-	case !o.java || !wantJava:
-		rep.Notes = append(rep.Notes, "Java ConsumerPerformance reference not run (-java=false or not in -scenarios)")
-	default:
-		prog.note("checking Kafka's ConsumerPerformance (scripts/kafka/kafka.sh run-class; may resolve jars first) ...")
-		j, err := findJavaRef(ctx, o.kafkaSh, o.javaTimeout)
-		if err != nil {
-			note := "Java ConsumerPerformance reference skipped: " + err.Error()
-			rep.Notes = append(rep.Notes, note)
-			prog.note("%s", note)
-		} else {
-			table = append(table, j.scenario())
-		}
-	}
-
-	if len(table) == 0 {
-		return nil, errors.New("no scenario to run (java-perf needs -brokers)")
-	}
-
-	// The topic.
-	topic := o.topic
-	if topic == "" {
-		topic = uniqueName("kbatch-bench")
-	}
-	var produced atomic.Int64
-	pt := prog.track("producing "+topic, int64(o.records), produced.Load, false)
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	data, err := prepareTopic(pctx, b.Addrs, topic, produceSpec{
-		Records: o.records, Partitions: o.partitions, ValueBytes: o.valueBytes, Keys: o.keys,
-		Replication: o.replication, Compression: o.compression,
-	}, &produced)
-	cancel()
-	if err != nil {
-		pt.finish("failed")
-		return nil, err
-	}
-	if data.Created {
-		pt.finish(fmt.Sprintf("%s records, %s", groupDigits(data.Records), bytesText(float64(data.Bytes))))
-	} else {
-		pt.finish(fmt.Sprintf("reusing %s records already there", groupDigits(data.Records)))
-		rep.Notes = append(rep.Notes, fmt.Sprintf("topic %s existed and was reused: -records, -partitions, -value-size, -keys did not apply", topic))
-		rep.Params.Records, rep.Params.Partitions = int(data.Records), len(data.Spans)
-	}
-	rep.Data = data
-	if data.Created && o.brokers != "" && !o.keepTopic {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := deleteTopic(dctx, b.Addrs, topic); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: deleting topic %s: %v\n", topic, err)
-			}
-		}()
-	}
+	defer s.Close()
+	s.addJavaRef(ctx)
 
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
@@ -261,41 +267,10 @@ func run(ctx context.Context, o *options, stdout io.Writer) (*Report, error) {
 		defer pprof.StopCPUProfile()
 	}
 
-	h := &harness{
-		brokers:  b.Addrs,
-		data:     data,
-		subset:   subsetSpans(data.Spans, int64(o.syncRecords)),
-		work:     o.work,
-		stall:    o.stall,
-		closeMax: 60 * time.Second,
-		progress: prog,
+	rep, err := s.measure(ctx, basePoint(o), false)
+	if err != nil {
+		return nil, err
 	}
-	results := make([][]RunResult, len(table))
-	for run := 1; run <= o.runs; run++ {
-		for i := range table {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			k := (i + run - 1) % len(table) // rotate: each run starts one scenario later
-			sc := table[k]
-			label := fmt.Sprintf("run %d/%d %s", run, o.runs, sc.Key)
-			results[k] = append(results[k], h.runOne(ctx, sc, run, i+1, label))
-		}
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	for k, sc := range table {
-		want := data.Records
-		if sc.Subset {
-			want = NewChecker(h.subset).Want()
-		}
-		rep.Scenarios = append(rep.Scenarios, ScenarioReport{
-			Key: sc.Key, Name: sc.Name, Subset: sc.Subset, External: sc.External, Want: want, Runs: results[k],
-		})
-	}
-	rep.Finished = time.Now()
-	rep.summarize()
 	rep.printTable(stdout)
 
 	jsonPath, svgPath := filepath.Join(outDir, "results.json"), filepath.Join(outDir, "chart.svg")

@@ -6,11 +6,15 @@ import (
 	"testing"
 )
 
-// TestMain lets the test binary serve as the kfake broker process, as the
-// bench binary does (see startKfakeChild).
+// TestMain lets the test binary serve as the kfake broker process and as a
+// scenario process, as the bench binary does (see startKfakeChild and
+// runIsolated).
 func TestMain(m *testing.M) {
 	if n := os.Getenv(childEnv); n != "" {
 		os.Exit(serveKfakeChild(n))
+	}
+	if os.Getenv(scenarioChildEnv) != "" {
+		os.Exit(serveScenarioChild())
 	}
 	code := m.Run()
 	if shared != nil {

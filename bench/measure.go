@@ -22,6 +22,7 @@ type meter struct {
 	ms0        runtime.MemStats
 	cpu0       time.Duration
 	rssReset   bool
+	whole      bool // the process is this scenario's own: its peak is the scenario's
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	peakHeapMu sync.Mutex
@@ -44,11 +45,14 @@ const heapSamplePeriod = 10 * time.Millisecond
 
 // startMeter collects garbage, returns freed memory to the OS and resets
 // the RSS peak so that one scenario's numbers do not include the last one's,
-// then starts sampling.
-func startMeter() *meter {
+// then starts sampling. In a scenario's own process (whole), the peak is
+// not reset: the process's whole life is the scenario's.
+func startMeter(whole bool) *meter {
 	debug.FreeOSMemory()
-	m := &meter{stop: make(chan struct{})}
-	m.rssReset = resetPeakRSS()
+	m := &meter{stop: make(chan struct{}), whole: whole}
+	if !whole {
+		m.rssReset = resetPeakRSS()
+	}
 	runtime.ReadMemStats(&m.ms0)
 	m.cpu0 = cpuTime()
 	m.start = time.Now()
@@ -96,8 +100,17 @@ func (m *meter) finish() usage {
 	m.peakHeapMu.Lock()
 	u.PeakHeapInuse = max(m.peakHeap, ms.HeapInuse)
 	m.peakHeapMu.Unlock()
-	if m.rssReset {
+	switch {
+	case m.rssReset:
 		u.PeakRSS = procStatusBytes("VmHWM:")
+	case m.whole:
+		// VmHWM is this process's own peak since its exec. Where there is
+		// no /proc, getrusage's maxrss, which on Linux would also count the
+		// parent's peak (exec records the vfork-shared memory's high-water
+		// mark), but is right on the BSDs and macOS.
+		if u.PeakRSS = procStatusBytes("VmHWM:"); u.PeakRSS == 0 {
+			u.PeakRSS = selfMaxRSS()
+		}
 	}
 	return u
 }

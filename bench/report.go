@@ -38,11 +38,15 @@ type Params struct {
 	ValueBytes  int    `json:"value_bytes"`
 	Keys        int    `json:"keys"`
 	Compression string `json:"compression"`
-	Runs        int    `json:"runs"`
-	SyncRecords int    `json:"sync_records"`
-	Work        string `json:"work"`
-	Stall       string `json:"stall"`
-	Scenarios   string `json:"scenarios"`
+	// Compressible values are text (the memory check's), not random bytes.
+	Compressible bool   `json:"compressible,omitempty"`
+	Runs         int    `json:"runs"`
+	SyncRecords  int    `json:"sync_records"`
+	Work         string `json:"work"`
+	Stall        string `json:"stall"`
+	Scenarios    string `json:"scenarios"`
+	// Isolated: every scenario ran in a process of its own (-isolate).
+	Isolated bool `json:"isolated"`
 }
 
 // ScenarioReport is one scenario over all runs.
@@ -323,7 +327,11 @@ func (r *Report) printTable(w io.Writer) {
 	}
 	fmt.Fprintln(w, "records/s and MiB/s run from the first record received to the last (group join and close left out); wall is the whole scenario.")
 	fmt.Fprintln(w, "commits: OffsetCommit requests the client wrote, counted on its connections (own: the client's own count, where it differs).")
-	fmt.Fprintln(w, "allocs/rec, CPU/rec (user+sys), peak heap (sampled HeapInuse) and peak RSS (VmHWM, reset per scenario): this process, i.e. the client alone unless kfake runs in process.")
+	if p.Isolated {
+		fmt.Fprintln(w, "allocs/rec, CPU/rec (user+sys), peak heap (sampled HeapInuse) and peak RSS (VmHWM, the whole process): the scenario's own process, started for each run.")
+	} else {
+		fmt.Fprintln(w, "allocs/rec, CPU/rec (user+sys), peak heap (sampled HeapInuse) and peak RSS (VmHWM, reset per scenario): this process, i.e. the client alone unless kfake runs in process.")
+	}
 	for _, s := range r.Scenarios {
 		for _, rr := range s.Runs {
 			if !rr.OK {

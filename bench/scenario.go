@@ -37,7 +37,9 @@ type Env struct {
 	Check   *Checker // mark every record received here
 	Wire    *Wire    // dial through it, so its requests are counted
 	Work    time.Duration
-	Stall   time.Duration // the harness gives up after this long without progress
+	// RecordWait is kbatch-bounded's handler wait per record of a batch.
+	RecordWait time.Duration
+	Stall      time.Duration // the harness gives up after this long without progress
 }
 
 // Outcome is what a scenario reports beyond what the harness measures.
@@ -76,6 +78,23 @@ func scenarios() []Scenario {
 	}
 }
 
+// boundedScenario is the memory check's consumer (memcheck.go): not in the
+// table, since its slow handler makes it a measure of memory, not of speed.
+func boundedScenario() Scenario {
+	return Scenario{Key: boundedKey, Name: "kbatch, bounded buffer, slow handler", Run: runKbatchBounded}
+}
+
+// scenarioByKey finds a scenario of this program (the table's or the
+// memory check's) by its key.
+func scenarioByKey(key string) (Scenario, bool) {
+	for _, s := range append(scenarios(), boundedScenario()) {
+		if s.Key == key {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
+
 // rawKey is the scenario every ratio is taken against.
 const rawKey = "franz-raw"
 
@@ -106,6 +125,9 @@ type RunResult struct {
 	PeakHeapInuse   uint64  `json:"peak_heap_inuse_bytes"`
 	PeakRSS         uint64  `json:"peak_rss_bytes"`
 	GCs             uint32  `json:"gcs"`
+	// Isolated: the scenario ran in a process of its own, and PeakRSS is
+	// that process's whole-life peak (VmHWM).
+	Isolated bool `json:"isolated"`
 
 	FirstRecordSec float64 `json:"first_record_sec"` // start of the client to its first record (group join, first fetch)
 	WallSec        float64 `json:"wall_sec"`         // start of the client to its close
@@ -117,13 +139,29 @@ type RunResult struct {
 
 // harness runs scenarios.
 type harness struct {
-	brokers  []string
-	data     *dataset
-	subset   map[int32]Span // what Subset scenarios read
-	work     time.Duration
-	stall    time.Duration
-	closeMax time.Duration // how long a scenario may take to stop
-	progress *progress
+	brokers    []string
+	data       *dataset
+	subset     map[int32]Span // what Subset scenarios read
+	work       time.Duration
+	recordWait time.Duration
+	stall      time.Duration
+	closeMax   time.Duration // how long a scenario may take to stop
+	progress   *progress
+	isolate    bool // run each scenario in a child process (isolate.go)
+	ownProcess bool // this is a scenario process: the process's peak RSS is the scenario's
+
+	// started, when set, is called with a scenario's Env before it runs
+	// (the scenario process reports its progress through it).
+	started func(*Env)
+}
+
+// run runs one scenario once: in a process of its own when the harness
+// isolates and the scenario is this program's, else in this process.
+func (h *harness) run(ctx context.Context, sc Scenario, run, order int, label string) RunResult {
+	if h.isolate && !sc.External {
+		return h.runIsolated(ctx, sc, run, order, label)
+	}
+	return h.runOne(ctx, sc, run, order, label)
 }
 
 // runOne runs one scenario once and measures it.
@@ -133,18 +171,22 @@ func (h *harness) runOne(ctx context.Context, sc Scenario, run, order int, label
 		spans = h.subset
 	}
 	env := &Env{
-		Brokers: h.brokers,
-		Topic:   h.data.Topic,
-		Group:   uniqueName("kbatch-bench-" + sc.Key),
-		Check:   NewChecker(spans),
-		Wire:    newWire(),
-		Work:    h.work,
-		Stall:   h.stall,
+		Brokers:    h.brokers,
+		Topic:      h.data.Topic,
+		Group:      uniqueName("kbatch-bench-" + sc.Key),
+		Check:      NewChecker(spans),
+		Wire:       newWire(),
+		Work:       h.work,
+		RecordWait: h.recordWait,
+		Stall:      h.stall,
+	}
+	if h.started != nil {
+		h.started(env)
 	}
 	res := RunResult{Run: run, Order: order, Group: env.Group, Commits: -1, OwnCommits: -1, Fetches: -1, AllocsPerRecord: -1}
 	show := h.progress.track(label, env.Check.Want(), env.Check.Got, sc.External)
 
-	m := startMeter()
+	m := startMeter(h.ownProcess)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type ret struct {

@@ -31,6 +31,9 @@ type produceSpec struct {
 	Keys        int // distinct keys, cycled; 0 means records have no key
 	Replication int
 	Compression string
+	// Compressible values are JSON-like text (as many events are) rather
+	// than random bytes, so that a compression codec has work to do.
+	Compressible bool
 }
 
 // compressionCodec maps a -compression value to kgo's codec.
@@ -160,10 +163,15 @@ func produce(ctx context.Context, brokers []string, topic string, spec produceSp
 	}
 	defer cl.Close()
 
-	// A pool of random values: incompressible, and cheap to hand out.
+	// A pool of values, cheap to hand out: random (incompressible) unless
+	// the spec asks for text.
 	rng := rand.New(rand.NewPCG(1, 2))
 	values := make([][]byte, 256)
 	for i := range values {
+		if spec.Compressible {
+			values[i] = textValue(rng, spec.ValueBytes)
+			continue
+		}
 		v := make([]byte, spec.ValueBytes)
 		for j := range v {
 			v[j] = byte(rng.Uint32())
@@ -207,6 +215,18 @@ func produce(ctx context.Context, brokers []string, topic string, spec produceSp
 		return 0, fmt.Errorf("bench: producing to %s: %w", topic, firstErr)
 	}
 	return bytes, nil
+}
+
+// textValue is n bytes of JSON-like event text: a few fields drawn from
+// small sets, repeated to length, so it compresses as real events do.
+func textValue(rng *rand.Rand, n int) []byte {
+	events := []string{"page_view", "add_to_cart", "checkout", "login", "search"}
+	var b []byte
+	for len(b) < n {
+		b = fmt.Appendf(b, `{"event":%q,"user":"user-%04d","path":"/shop/item/%03d","status":"ok"}`,
+			events[rng.IntN(len(events))], rng.IntN(10000), rng.IntN(1000))
+	}
+	return b[:n]
 }
 
 // deleteTopic removes a topic the suite created on an external broker.
