@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,6 +16,8 @@ import (
 // commit is the offsets manager's CommitFunc: one synchronous OffsetCommit
 // with the leader epochs, per-partition errors sorted into fenced and other.
 func (c *Consumer) commit(ctx context.Context, offs map[offsets.Partition]offsets.Offset) (map[offsets.Partition]error, error) {
+	start := time.Now()
+	defer func() { c.hist.commit.observe(time.Since(start).Seconds()) }()
 	req := make(map[string]map[int32]kgo.EpochOffset)
 	for tp, o := range offs {
 		m := req[tp.Topic]

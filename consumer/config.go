@@ -135,15 +135,17 @@ type Config struct {
 	// MaxBufferedRecords / partitions), never stalled. When handlers are
 	// slow (the poll loop waited 50ms for room), the partitions holding more
 	// than their share are paused so that the others get the room; they
-	// resume at half their share. Default 20000.
+	// resume at half their share. Default 100000: batches then stay about
+	// 100 records or more up to 1000 busy partitions, and the per-record
+	// bookkeeping (about 170 bytes a record) under 17 MiB.
 	MaxBufferedRecords int
 	// MaxBufferedBytes bounds the bytes (keys plus values) of those records.
 	// Polls ask for as many records as the bound has room for at the
 	// average record size seen, so one poll can pass it by the spread of
 	// record sizes. The client's own fetch buffer is sized from it too:
-	// kbatch asks for fetches of at most MaxBufferedBytes/4 decompressed
+	// kbatch asks for fetches of at most MaxBufferedBytes/8 decompressed
 	// (divided by the compression ratio it measures and by the brokers),
-	// so the record data a member holds stays within 1.25 x
+	// so the record data a member holds stays within 1.125 x
 	// MaxBufferedBytes. Not counted: about 170 bytes of bookkeeping per
 	// record held, and the Go runtime's own overhead (see the README's
 	// memory section). Default 64 MiB.
@@ -158,6 +160,11 @@ type Config struct {
 	// commit. Keep it well under the rebalance timeout (60s by default) or
 	// the member is kicked out of the group. Default 10s.
 	DrainTimeout time.Duration
+	// StallTimeout is how long a partition may have records waiting
+	// without its watermark moving (a handler stuck or failing, a
+	// dead-letter write failing) before Health reports the consumer not
+	// live. Default 5m; negative: never.
+	StallTimeout time.Duration
 	// Retry is the backoff between attempts of a failing batch. A batch is
 	// retried until it succeeds or its partition is revoked, lost or closed;
 	// the other partitions go on meanwhile.
@@ -188,9 +195,10 @@ const (
 	DefaultCommitEveryRecords = 50000
 	DefaultCommitInterval     = 5 * time.Second
 	DefaultCommitTimeout      = 10 * time.Second
-	DefaultMaxBufferedRecords = 20000
+	DefaultMaxBufferedRecords = 100000
 	DefaultMaxBufferedBytes   = 64 << 20
 	DefaultDrainTimeout       = 10 * time.Second
+	DefaultStallTimeout       = 5 * time.Minute
 	DefaultRetryInitial       = 100 * time.Millisecond
 	DefaultRetryMax           = 10 * time.Second
 	DefaultMaxAttempts        = 5
@@ -217,6 +225,7 @@ func (cfg Config) withDefaults() Config {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
+	cfg.StallTimeout = orDefault(cfg.StallTimeout, DefaultStallTimeout)
 	if cfg.Retry.Initial == 0 {
 		cfg.Retry.Initial = DefaultRetryInitial
 	}

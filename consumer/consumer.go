@@ -60,6 +60,7 @@ type Consumer struct {
 	// so that Close knows when a handler calls it.
 	handlerGoroutines sync.Map
 
+	running  atomic.Bool  // set while Run runs
 	stopping atomic.Bool  // set when the poll loop stops: drains are closes, not revokes
 	fatal    atomic.Value // error: why the poll loop stopped on its own (set once)
 
@@ -71,7 +72,9 @@ type Consumer struct {
 
 	logLimit map[string]time.Time // poll loop only: last time a repeated warning was logged
 
-	stats counters
+	stats  counters
+	hist   histograms
+	topics map[string]*topicCounters // one per Config.Topics; read-only after New
 }
 
 type counters struct {
@@ -136,6 +139,11 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		logLimit: make(map[string]time.Time),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
+	c.hist = newHistograms()
+	c.topics = make(map[string]*topicCounters, len(cfg.Topics))
+	for _, t := range cfg.Topics {
+		c.topics[t] = &topicCounters{}
+	}
 	c.flow = newFlow(cfg, &c.stats)
 	c.gate = newGate(cfg.Dedupe, &c.stats)
 
@@ -225,6 +233,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	defer close(c.runDone)
+	c.running.Store(true)
+	defer c.running.Store(false)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -361,10 +371,16 @@ func (c *Consumer) poll(ctx context.Context) {
 		fetches.EachError(c.fetchError)
 		var polledRecs, polledBytes int64
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			tp := offsets.Partition{Topic: p.Topic, Partition: p.Partition}
 			if len(p.Records) == 0 {
+				c.mu.Lock()
+				w := c.workers[tp]
+				c.mu.Unlock()
+				if w != nil && p.HighWatermark >= 0 {
+					w.progress.hwm.Store(p.HighWatermark)
+				}
 				return
 			}
-			tp := offsets.Partition{Topic: p.Topic, Partition: p.Partition}
 			c.mu.Lock()
 			w := c.workers[tp]
 			if resume, ok := c.fenced[tp]; ok && w == nil && resume < 0 {
@@ -380,7 +396,9 @@ func (c *Consumer) poll(ctx context.Context) {
 			}
 			polledRecs += int64(len(p.Records))
 			polledBytes += int64(bytes)
-			w.enqueue(p.Records, bytes)
+			if w.enqueue(p.Records, bytes) {
+				w.progress.fetched(p.HighWatermark, p.Records[0].Offset, p.Records[0].Timestamp)
+			}
 		})
 		c.flow.polled(polledRecs, polledBytes)
 		c.cl.AllowRebalance()

@@ -233,6 +233,7 @@ func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason st
 		return false
 	}
 	c.stats.deadLettered.Add(1)
+	w.topic.deadLettered.Add(1)
 	c.cfg.Logger.Warn("kbatch: record dead-lettered", "partition", w.tp.String(), "offset", r.Offset,
 		"attempts", attempts, "reason", reason)
 	one := []recState{*st}

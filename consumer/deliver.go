@@ -40,9 +40,11 @@ func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
 			return true
 		}
 		w.c.stats.handlerErrors.Add(1)
+		w.topic.retried.Add(int64(len(b.Records)))
 		var pe *PartialError
 		if errors.As(err, &pe) && pe.Index > 0 && pe.Index < len(b.Records) {
 			w.c.stats.records.Add(int64(pe.Index))
+			w.topic.handled.Add(int64(pe.Index))
 			w.complete(recs, done, done+pe.Index)
 			done += pe.Index
 			b.Records = recs[done:]
@@ -69,6 +71,7 @@ func (w *worker) complete(recs []*kgo.Record, from, to int) {
 // handled counts a successful handler call of n records.
 func (w *worker) handled(n int) {
 	w.c.stats.records.Add(int64(n))
+	w.topic.handled.Add(int64(n))
 	w.c.stats.batches.Add(1)
 }
 
@@ -120,6 +123,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 			}
 			w.complete(recs, head, end)
 			c.stats.skipped.Add(int64(end - head))
+			w.topic.skipped.Add(int64(end - head))
 			head = end
 			continue
 		}
@@ -166,6 +170,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 			continue
 		}
 		c.stats.handlerErrors.Add(1)
+		w.topic.retried.Add(int64(end - head))
 		if w.ctx.Err() != nil {
 			return false
 		}
@@ -178,6 +183,7 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 					return false
 				}
 				c.stats.records.Add(int64(failedAt - head))
+				w.topic.handled.Add(int64(failedAt - head))
 				w.complete(recs, head, failedAt)
 				head = failedAt
 			}

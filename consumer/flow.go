@@ -73,7 +73,7 @@ const (
 	pauseAfter = 50 * time.Millisecond
 	// fetchShare is the part of MaxBufferedBytes the client's buffered
 	// fetches may take, decompressed: 1/fetchShare.
-	fetchShare = 4
+	fetchShare = 8
 	// minFetchBytes and maxFetchBytes clamp the fetch size kbatch asks for
 	// (kgo's default FetchMaxBytes is 50 MiB). A fetch still returns a
 	// record batch larger than it, so progress never depends on it.
@@ -81,6 +81,8 @@ const (
 	maxFetchBytes = 50 << 20
 	// maxPartFetchBytes is kgo's default FetchMaxPartitionBytes.
 	maxPartFetchBytes = 1 << 20
+	// adjustEvery is how often the fetch size may change.
+	adjustEvery = 100 * time.Millisecond
 )
 
 func newFlow(cfg Config, stats *counters) *flow {
@@ -96,7 +98,10 @@ func newFlow(cfg Config, stats *counters) *flow {
 	if cfg.Batch.MaxBytes > 0 {
 		f.batchBytes = cfg.Batch.MaxBytes
 	}
-	f.fetchBytes.Store(f.fetchTarget(1, 1))
+	// Until a fetch showed the compression ratio, ask for little: a first
+	// fetch of compressible records could decompress to many times its
+	// size. adjustFetch raises it as soon as the ratio is known.
+	f.fetchBytes.Store(min(f.fetchTarget(1, 1), minFetchBytes))
 	return f
 }
 
@@ -127,9 +132,10 @@ func (f *flow) fetchTarget(ratio float64, brokers int) int32 {
 }
 
 // adjustFetch re-sizes the client's fetches from the compression ratio seen
-// since the last call, at most once a second. Poll loop only.
+// since the last call, at most every adjustEvery and only once a fetch was
+// read. Poll loop only.
 func (f *flow) adjustFetch(now time.Time) {
-	if now.Sub(f.lastAdjust) < time.Second {
+	if now.Sub(f.lastAdjust) < adjustEvery || f.wireBytes.Load() == 0 {
 		return
 	}
 	f.lastAdjust = now
@@ -248,6 +254,13 @@ func (f *flow) release(p *flowPart, n, bytes int) {
 	}
 }
 
+// heldOf is how many records p holds now.
+func (f *flow) heldOf(p *flowPart) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return int64(p.held)
+}
+
 // setOpen publishes the size of p's open batch. Worker only.
 func (p *flowPart) setOpen(recs, bytes int) {
 	p.open.Store(int64(recs))
@@ -290,7 +303,8 @@ func (f *flow) flushIdle() {
 // pauses the partitions holding more than their share, so that when room
 // comes back the others get it. Pausing is not done sooner because kgo drops
 // what it fetched for a paused partition and fetches it again on resume. It
-// reports false when done is closed.
+// reports false when done is closed, true when an eighth of the bounds is
+// free again.
 func (f *flow) waitForRoom(done <-chan struct{}) bool {
 	f.flushLargest()
 	t := time.NewTimer(pauseAfter)
@@ -298,7 +312,9 @@ func (f *flow) waitForRoom(done <-chan struct{}) bool {
 	for {
 		select {
 		case <-f.room:
-			return true
+			if f.roomy() {
+				return true
+			}
 		case <-done:
 			return false
 		case <-t.C:
@@ -307,6 +323,14 @@ func (f *flow) waitForRoom(done <-chan struct{}) bool {
 			t.Reset(pauseAfter)
 		}
 	}
+}
+
+// roomy reports whether an eighth of both bounds is free: the poll loop,
+// once the buffer was full, polls again only then, rather than once per
+// batch released for a few records at a time.
+func (f *flow) roomy() bool {
+	return f.maxRecs-f.buffered.Load() >= max(f.maxRecs/8, 1) &&
+		f.maxBytes-f.bufferedBytes.Load() >= max(f.maxBytes/8, 1)
 }
 
 // flushLargest asks the workers with the largest open batches to close them,

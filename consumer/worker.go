@@ -32,6 +32,10 @@ type worker struct {
 	gid    uint64        // run's goroutine id, written before run starts handling
 	b      *batcher.Batcher[*kgo.Record]
 
+	topic    *topicCounters // its topic's counters
+	progress progress       // lag and stall, for Partitions
+	loaded   atomic.Bool // the dedupe state is loaded: the partition is ready
+
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
 	// waits for it any more.
@@ -52,6 +56,8 @@ func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
 		drain: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	w.first.Store(-1)
+	w.progress.init()
+	w.topic = c.topics[tp.Topic]
 	w.fp = c.flow.add(tp, w.signal)
 	return w
 }
@@ -108,6 +114,7 @@ func (w *worker) run() {
 	if !w.c.gate.assign(w) {
 		return
 	}
+	w.loaded.Store(true)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -243,9 +250,19 @@ func (w *worker) flushAndHandle(reason FlushReason) bool {
 	if len(recs) == 0 {
 		return true
 	}
-	w.c.stats.flushes[reason].Add(1)
+	c := w.c
+	c.stats.flushes[reason].Add(1)
+	now := time.Now()
+	c.hist.batchRecords.observe(float64(len(recs)))
+	c.hist.batchBytes.observe(float64(bytes))
+	if ts := recs[0].Timestamp; !ts.IsZero() {
+		c.hist.recordAge.observe(max(now.Sub(ts).Seconds(), 0))
+	}
+	w.progress.handling(recs[0].Timestamp)
 	ok := w.handle(recs, reason)
-	w.c.flow.release(w.fp, len(recs), bytes)
+	c.flow.release(w.fp, len(recs), bytes)
+	wm, moved := c.offsets.Watermark(w.tp)
+	w.progress.completed(wm.At, moved, c.flow.heldOf(w.fp) > 0, recs[len(recs)-1].Timestamp, time.Now())
 	return ok
 }
 
@@ -256,5 +273,7 @@ func (w *worker) call(b *Batch) (err error) {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
+	start := time.Now()
+	defer func() { w.c.hist.handler.observe(time.Since(start).Seconds()) }()
 	return w.c.handler(w.ctx, b)
 }
