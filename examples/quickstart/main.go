@@ -94,7 +94,16 @@ func run() error {
 	}
 	cfg := consumer.Config{Brokers: k.Brokers(), Group: *group, Topics: []string{*topic}, Logger: logger}
 	chk := newChecker()
+	// An existing topic (-topic) may hold events already: the new group
+	// reads those too.
+	before, err := k.EndOffsets(ctx, *topic)
+	if err != nil {
+		return err
+	}
 	total := int64(*records)
+	for _, n := range before {
+		total += n
+	}
 
 	// The handler: here it only checks order and counts; a real service
 	// would write the batch to a database or an API in one call.
