@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -35,9 +36,11 @@ func (c *Cluster) Produce(ctx context.Context, topic string, n int, record func(
 
 // ProduceEven is Produce with record i on partition i mod the topic's
 // partition count, so every partition gets an equal share whatever the
-// keys.
+// keys. It waits up to 30 seconds for the topic to show in the metadata.
 func (c *Cluster) ProduceEven(ctx context.Context, topic string, n int, record func(i int) *kgo.Record) error {
-	parts, err := c.partitions(ctx, topic)
+	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	parts, err := c.partitions(mctx, topic)
+	cancel()
 	if err != nil {
 		return err
 	}

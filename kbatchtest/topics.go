@@ -27,7 +27,8 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("kbatchtest: creating topic %s: %w", topic, err)
 	}
-	return c.waitLeaders(ctx, adm, topic)
+	_, err = c.waitLeaders(ctx, adm, topic)
+	return err
 }
 
 // NewTopic creates a topic with a name unique to the test (see Name) and
@@ -54,8 +55,8 @@ func (c *Cluster) NewTopic(t testing.TB, partitions int) string {
 }
 
 // waitLeaders polls the metadata until topic is there with a leader for
-// every partition.
-func (c *Cluster) waitLeaders(ctx context.Context, adm *kadm.Client, topic string) error {
+// every partition, and returns its partition count.
+func (c *Cluster) waitLeaders(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -70,12 +71,12 @@ func (c *Cluster) waitLeaders(ctx context.Context, adm *kadm.Client, topic strin
 			case !allLed(td):
 				err = errors.New("a partition has no leader yet")
 			default:
-				return nil
+				return len(td.Partitions), nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kbatchtest: topic %s not ready: %w (last: %v)", topic, ctx.Err(), err)
+			return 0, fmt.Errorf("kbatchtest: topic %s not ready: %w (last: %v)", topic, ctx.Err(), err)
 		case <-tick.C:
 		}
 	}
@@ -93,19 +94,12 @@ func allLed(td kadm.TopicDetail) bool {
 	return true
 }
 
-// partitions returns the partition count of topic.
+// partitions returns the partition count of topic, waiting until the
+// metadata shows it: a real broker answers CreateTopics before that.
 func (c *Cluster) partitions(ctx context.Context, topic string) (int, error) {
 	adm, err := c.Admin()
 	if err != nil {
 		return 0, err
 	}
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		return 0, fmt.Errorf("kbatchtest: metadata of %s: %w", topic, err)
-	}
-	td, ok := md.Topics[topic]
-	if !ok || td.Err != nil || len(td.Partitions) == 0 {
-		return 0, fmt.Errorf("kbatchtest: topic %s: no partitions in the metadata (%v)", topic, td.Err)
-	}
-	return len(td.Partitions), nil
+	return c.waitLeaders(ctx, adm, topic)
 }
