@@ -185,3 +185,42 @@ func commit(t *testing.T, ctx context.Context, k *kbatchtest.Cluster, group, top
 		t.Fatalf("committing %v: %v", at, err)
 	}
 }
+
+// Guards ProduceEven against reading the partition count before the topic
+// shows in the metadata: a real broker answers CreateTopics first, and a
+// suite that creates its topic itself produces right after.
+func TestProduceEvenWaitsForATopicCreatedElsewhere(t *testing.T) {
+	k := kbatchtest.New(t)
+	ctx := ctxFor(t, 30*time.Second)
+	topic := kbatchtest.Name(t, "t")
+	done := make(chan error, 1)
+	go func() {
+		done <- k.ProduceEven(ctx, topic, 30, kbatchtest.Values(func(int) []byte { return nil }))
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("ProduceEven returned before the topic existed: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	adm, err := k.Admin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := adm.CreateTopic(ctx, 3, 1, nil, topic)
+	if err == nil {
+		err = resp.Err // TopicAlreadyExists: the wait created the topic itself
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	end, err := k.EndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end[0] != 10 || end[1] != 10 || end[2] != 10 {
+		t.Errorf("end offsets %v, want 10 on each of 3 partitions", end)
+	}
+}

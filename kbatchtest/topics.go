@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // CreateTopic creates topic with the given partitions and the broker's
@@ -27,7 +28,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("kbatchtest: creating topic %s: %w", topic, err)
 	}
-	_, err = c.waitLeaders(ctx, adm, topic)
+	_, err = c.waitLeaders(ctx, topic)
 	return err
 }
 
@@ -55,24 +56,20 @@ func (c *Cluster) NewTopic(t testing.TB, partitions int) string {
 }
 
 // waitLeaders polls the metadata until topic is there with a leader for
-// every partition, and returns its partition count.
-func (c *Cluster) waitLeaders(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+// every partition, and returns its partition count. It asks a broker each
+// time: kadm's Metadata answers from a cache that may be up to 5 seconds old.
+func (c *Cluster) waitLeaders(ctx context.Context, topic string) (int, error) {
+	cl, err := c.keyedClient()
+	if err != nil {
+		return 0, err
+	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		md, err := adm.Metadata(ctx, topic)
+		var n int
+		n, err = leaders(ctx, cl, topic)
 		if err == nil {
-			td, ok := md.Topics[topic]
-			switch {
-			case !ok:
-				err = errors.New("not in the metadata yet")
-			case td.Err != nil:
-				err = td.Err
-			case !allLed(td):
-				err = errors.New("a partition has no leader yet")
-			default:
-				return len(td.Partitions), nil
-			}
+			return n, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -82,24 +79,42 @@ func (c *Cluster) waitLeaders(ctx context.Context, adm *kadm.Client, topic strin
 	}
 }
 
-func allLed(td kadm.TopicDetail) bool {
-	if len(td.Partitions) == 0 {
-		return false
+// leaders returns the partition count of topic if a broker's metadata has
+// it with a leader for every partition.
+func leaders(ctx context.Context, cl *kgo.Client, topic string) (int, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, err
 	}
-	for _, p := range td.Partitions {
-		if p.Err != nil || p.Leader < 0 {
-			return false
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != topic {
+			continue
 		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return 0, err
+		}
+		if len(t.Partitions) == 0 {
+			return 0, errors.New("no partitions yet")
+		}
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return 0, fmt.Errorf("partition %d: %w", p.Partition, err)
+			}
+			if p.Leader < 0 {
+				return 0, fmt.Errorf("partition %d has no leader yet", p.Partition)
+			}
+		}
+		return len(t.Partitions), nil
 	}
-	return true
+	return 0, errors.New("not in the metadata yet")
 }
 
 // partitions returns the partition count of topic, waiting until the
 // metadata shows it: a real broker answers CreateTopics before that.
 func (c *Cluster) partitions(ctx context.Context, topic string) (int, error) {
-	adm, err := c.Admin()
-	if err != nil {
-		return 0, err
-	}
-	return c.waitLeaders(ctx, adm, topic)
+	return c.waitLeaders(ctx, topic)
 }
