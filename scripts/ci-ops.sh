@@ -4,6 +4,7 @@
 #
 #   scripts/ci-ops.sh [static]     the static checks (what .ci/run calls):
 #     - the testcontainers and deploy modules: go vet, go test;
+#     - go mod tidy -diff in the root, testcontainers and deploy modules;
 #     - a throwaway module that imports github.com/kbatch/kbatch/consumer has
 #       no testcontainers, Docker or OpenTelemetry module in its go mod graph;
 #     - the commands deploy/Dockerfile builds compile as it builds them;
@@ -112,7 +113,11 @@ static() {
   go -C deploy vet ./...
   go -C deploy test -count=1 ./...
 
-  step "module graph of a service that embeds kbatch"
+  step "go.mod files tidy, and the module graph of a service that embeds kbatch"
+  local m
+  for m in . testcontainers deploy; do
+    go -C "$m" mod tidy -diff || die "$m/go.mod is not tidy (go -C $m mod tidy)"
+  done
   check_module_graph
 
   step "the commands deploy/Dockerfile builds"
