@@ -119,7 +119,7 @@ func run() error {
 		return nil
 	}
 
-	g := &group3{members: map[string]*runner{}, chk: chk, total: total}
+	g := &memberSet{members: map[string]*runner{}, chk: chk, total: total}
 	start := time.Now()
 	produced := 0
 	produce := func(n int) error {
@@ -213,15 +213,15 @@ func run() error {
 	return nil
 }
 
-// group3 runs the members and waits on the group's progress, printing it.
-type group3 struct {
+// memberSet runs the group's members and waits on their progress, printing it.
+type memberSet struct {
 	members   map[string]*runner
 	chk       *checker
 	total     int64
 	lastPrint time.Time
 }
 
-func (g *group3) start(name string, cfg consumer.Config, h consumer.Handler) error {
+func (g *memberSet) start(name string, cfg consumer.Config, h consumer.Handler) error {
 	c, err := consumer.New(cfg, h)
 	if err != nil {
 		return err
@@ -233,14 +233,14 @@ func (g *group3) start(name string, cfg consumer.Config, h consumer.Handler) err
 	return nil
 }
 
-func (g *group3) stop(name string) error { return g.members[name].stop() }
+func (g *memberSet) stop(name string) error { return g.members[name].stop() }
 
-func (g *group3) owned(name string) int64 { return g.members[name].c.Stats().OwnedPartitions }
+func (g *memberSet) owned(name string) int64 { return g.members[name].c.Stats().OwnedPartitions }
 
 // waitOwned waits until the named members together own every partition
 // and the first of them owns at least one: the rebalance has settled.
 // Members named but not running count for nothing.
-func (g *group3) waitOwned(ctx context.Context, partitions int, what string, names ...string) error {
+func (g *memberSet) waitOwned(ctx context.Context, partitions int, what string, names ...string) error {
 	return g.wait(ctx, what, func() bool {
 		var sum int64
 		for _, n := range names {
@@ -253,11 +253,11 @@ func (g *group3) waitOwned(ctx context.Context, partitions int, what string, nam
 }
 
 // waitHandled waits until every event was handled.
-func (g *group3) waitHandled(ctx context.Context) error {
+func (g *memberSet) waitHandled(ctx context.Context) error {
 	return g.wait(ctx, "every event to be handled", func() bool { return g.chk.distinct.Load() >= g.total })
 }
 
-func (g *group3) wait(ctx context.Context, what string, done func() bool) error {
+func (g *memberSet) wait(ctx context.Context, what string, done func() bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
