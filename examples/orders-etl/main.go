@@ -20,14 +20,24 @@
 // per partition; passing b.Key(i) to a payment API that takes idempotency keys
 // closes it.
 //
-// As a service (what the demo's children run):
+// The demo also slips one invalid order (a negative amount) into the
+// stream: the handler refuses it with consumer.Permanent, so it goes to the
+// dead-letter topic (<topic>.dlq) without being charged, and the demo checks
+// it arrived there.
 //
-//	go run ./examples/orders-etl -serve -brokers 127.0.0.1:9092 -topic orders -group orders-etl -metrics 127.0.0.1:9100
+// As a service (what the demo's children and the docker-compose stack run):
+//
+//	go run ./examples/orders-etl -serve -brokers 127.0.0.1:9092 -topic orders -group orders-etl -dir /tmp/orders -metrics 127.0.0.1:9100
+//
+// -metrics serves Prometheus metrics on /metrics: kbatch's (kbatch_*) and
+// franz-go's client metrics (kbatch_client_*). examples/loadgen produces
+// orders at a steady rate for it.
 package main
 
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +59,7 @@ import (
 	"github.com/kbatch/kbatch/consumer"
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/dedupe/kafkastore"
-	"github.com/kbatch/kbatch/internal/kafkatest"
+	"github.com/kbatch/kbatch/kbatchtest"
 )
 
 type flags struct {
@@ -112,6 +122,11 @@ func serve(f flags) error {
 	c, err := consumer.New(cfg, func(ctx context.Context, b *consumer.Batch) error {
 		for i, r := range b.Records {
 			order := b.Key(i)
+			// An order no retry can fix goes to the dead-letter topic,
+			// uncharged; the records before it are complete.
+			if err := validate(r.Value); err != nil {
+				return consumer.FailedAt(i, consumer.Permanent(fmt.Errorf("order %s: %w", order, err)))
+			}
 			// Step 1: charge, once. The marker is durable before Mark
 			// returns: a replay sees it and skips the charge.
 			if !b.HasMarker(i, "charged") {
@@ -138,13 +153,37 @@ func serve(f flags) error {
 	if f.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(kp, newCollector(c))
-		srv := &http.Server{Addr: f.metrics, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Addr: f.metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.ListenAndServe() }()
 		defer srv.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return c.Run(ctx)
+}
+
+// order is what the orders topic carries (examples/loadgen writes the same).
+type order struct {
+	Order       string `json:"order"`
+	AmountCents int64  `json:"amount_cents"`
+}
+
+// validate refuses an order that is not JSON, has no id or no positive
+// amount.
+func validate(value []byte) error {
+	var o order
+	if err := json.Unmarshal(value, &o); err != nil {
+		return fmt.Errorf("not an order: %w", err)
+	}
+	if o.Order == "" {
+		return errors.New("no order id")
+	}
+	if o.AmountCents <= 0 {
+		return fmt.Errorf("amount %d cents is not positive", o.AmountCents)
+	}
+	return nil
 }
 
 // sideEffect stands for an external service: each call appends a line.
@@ -181,25 +220,37 @@ func demo(f flags) error {
 		defer os.RemoveAll(dir)
 		f.dir = dir
 	}
+	var (
+		k   *kbatchtest.Cluster
+		err error
+	)
 	if f.brokers == "" {
-		cluster, err := kafkatest.NewEmbedded()
-		if err != nil {
-			return err
+		k, err = kbatchtest.Embedded()
+		if err == nil {
+			f.brokers = strings.Join(k.Brokers(), ",")
+			fmt.Println("embedded kfake broker on", f.brokers)
 		}
-		defer cluster.Close()
-		f.brokers = strings.Join(cluster.ListenAddrs(), ",")
-		fmt.Println("embedded kfake broker on", f.brokers)
+	} else {
+		k, err = kbatchtest.Connect(kbatchtest.SplitBrokers(f.brokers)...)
 	}
-	brokers := strings.Split(f.brokers, ",")
-
-	if err := kafkatest.CreateTopic(context.Background(), brokers, f.topic, f.partitions); err != nil {
+	if err != nil {
 		return err
 	}
-	if err := produceOrders(brokers, f.topic, f.orders); err != nil {
+	defer k.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	if err := k.CreateTopic(ctx, f.topic, f.partitions); err != nil {
+		return err
+	}
+	// The invalid order comes after the crash, so only the second run meets
+	// it, once.
+	invalidAfter := min(f.orders/2+10, f.orders-1)
+	if err := produceOrders(ctx, k, f.topic, f.orders, invalidAfter); err != nil {
 		return err
 	}
 	crashAt := fmt.Sprintf("order-%d", f.orders/2)
-	fmt.Printf("produced %d orders to %s; the first run dies after charging %s, before its email\n", f.orders, f.topic, crashAt)
+	fmt.Printf("produced %d orders and 1 invalid one to %s; the first run dies after charging %s, before its email\n", f.orders, f.topic, crashAt)
 
 	self, err := os.Executable()
 	if err != nil {
@@ -269,30 +320,45 @@ func demo(f flags) error {
 	fmt.Printf("  receipts sent         %d (at least once: a replay may resend a receipt)\n", emailed)
 	fmt.Printf("  %s            charged %d time(s), emailed %d time(s)\n", crashAt, charges[crashAt], emails[crashAt])
 	fmt.Printf("  missing               %d\n", missing)
+	dlq, err := k.EndOffsets(ctx, f.topic+".dlq")
+	if err != nil {
+		return err
+	}
+	var deadLettered int64
+	for _, n := range dlq {
+		deadLettered += n
+	}
+	fmt.Printf("  %s         charged %d time(s); %d record(s) on %s.dlq\n", invalidOrder, charges[invalidOrder], deadLettered, f.topic)
 	if doubleCharged != 0 || missing != 0 {
 		return fmt.Errorf("check failed: %d double charges, %d orders missing a step", doubleCharged, missing)
+	}
+	if deadLettered != 1 || charges[invalidOrder] != 0 {
+		return fmt.Errorf("check failed: the invalid order was charged %d time(s) and dead-lettered %d time(s), want 0 and 1", charges[invalidOrder], deadLettered)
 	}
 	return nil
 }
 
-func produceOrders(brokers []string, topic string, n int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic), kgo.AllowAutoTopicCreation())
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	recs := make([]*kgo.Record, n)
-	for i := range recs {
-		id := fmt.Sprintf("order-%d", i)
-		recs[i] = &kgo.Record{
+// invalidOrder is the id of the demo's one order that the handler refuses.
+const invalidOrder = "order-invalid"
+
+// produceOrders writes n orders to topic, and after order invalidAfter one
+// with a negative amount. Each carries its id as the idempotency key.
+func produceOrders(ctx context.Context, k *kbatchtest.Cluster, topic string, n, invalidAfter int) error {
+	return k.Produce(ctx, topic, n+1, func(i int) *kgo.Record {
+		id, amount := fmt.Sprintf("order-%d", i), int64(1000+i)
+		switch {
+		case i == invalidAfter+1:
+			id, amount = invalidOrder, -500
+		case i > invalidAfter+1:
+			id, amount = fmt.Sprintf("order-%d", i-1), int64(1000+i-1)
+		}
+		value, _ := json.Marshal(order{Order: id, AmountCents: amount}) // cannot fail: two plain fields
+		return &kgo.Record{
 			Key:     []byte(id),
-			Value:   fmt.Appendf(nil, `{"order":%q,"amount_cents":%d}`, id, 1000+i),
+			Value:   value,
 			Headers: []kgo.RecordHeader{{Key: dedupe.DefaultHeader, Value: []byte(id)}},
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return cl.ProduceSync(ctx, recs...).FirstErr()
+	})
 }
 
 // tally counts the lines of a side-effect log by order id (first word).

@@ -1,7 +1,15 @@
-// Command quickstart shows kbatch end to end: it produces events, consumes
-// them with a group of three members (one joins late, one leaves early, to
-// show a rebalance), prints progress, and ends with a summary it checks
-// itself: every record handled (lost = 0) and in offset order per partition.
+// Command quickstart shows kbatch end to end: it produces events and
+// consumes them with a consumer group whose membership changes on the way,
+// prints progress, and ends with a summary it checks itself: every record
+// handled once (lost = 0, duplicates = 0) and in offset order per partition.
+//
+// The run has three phases, so the rebalances happen in every run, however
+// fast the machine: members 1 and 2 consume the first third of the events;
+// member 3 joins, and the second third is produced only once it owns
+// partitions; member 1 leaves (drains, commits, hands its partitions over),
+// and the last third is produced only once members 2 and 3 own everything.
+// Each membership change starts while the previous phase's events are still
+// being handled.
 //
 // With no flags it starts an embedded broker (franz-go's kfake), so it needs
 // nothing installed:
@@ -24,11 +32,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/kbatch/kbatch/consumer"
-	"github.com/kbatch/kbatch/internal/kafkatest"
+	"github.com/kbatch/kbatch/kbatchtest"
 )
 
 func main() {
@@ -43,12 +48,15 @@ func run() error {
 		brokers    = flag.String("brokers", "", "comma-separated seed brokers; empty starts an embedded kfake broker")
 		topic      = flag.String("topic", "", "topic to produce to and consume (default: a new quickstart-<time> topic)")
 		group      = flag.String("group", "", "consumer group (default: quickstart-<time>)")
-		records    = flag.Int("records", 300_000, "events to produce")
+		records    = flag.Int("records", 300_000, "events to produce, in three phases")
 		partitions = flag.Int("partitions", 8, "partitions of the topic when it is created")
 		work       = flag.Duration("work", 10*time.Millisecond, "simulated sink round trip per batch")
 		verbose    = flag.Bool("v", false, "log the consumers' rebalances")
 	)
 	flag.Parse()
+	if *records < 3 || *partitions < 3 {
+		return fmt.Errorf("-records and -partitions must be at least 3 (three phases, three members)")
+	}
 
 	stamp := time.Now().Format("20060102-150405")
 	if *topic == "" {
@@ -57,43 +65,45 @@ func run() error {
 	if *group == "" {
 		*group = "quickstart-" + stamp
 	}
-	seeds := splitBrokers(*brokers)
-	if len(seeds) == 0 {
-		cluster, err := kafkatest.NewEmbedded()
-		if err != nil {
-			return fmt.Errorf("starting the embedded broker: %w", err)
+	var (
+		k   *kbatchtest.Cluster
+		err error
+	)
+	if seeds := kbatchtest.SplitBrokers(*brokers); len(seeds) > 0 {
+		k, err = kbatchtest.Connect(seeds...)
+	} else {
+		k, err = kbatchtest.Embedded()
+		if err == nil {
+			fmt.Printf("embedded kfake broker on %s\n", strings.Join(k.Brokers(), ","))
 		}
-		defer cluster.Close()
-		seeds = cluster.ListenAddrs()
-		fmt.Printf("embedded kfake broker on %s\n", strings.Join(seeds, ","))
 	}
-
-	if err := kafkatest.CreateTopic(context.Background(), seeds, *topic, *partitions); err != nil {
-		return err
-	}
-	fmt.Printf("producing %d events to %s ...\n", *records, *topic)
-	start := time.Now()
-	if err := kafkatest.ProduceN(context.Background(), seeds, *topic, *records, 0, func(i int) []byte {
-		return fmt.Appendf(nil, `{"event":%d,"kind":"page_view"}`, i)
-	}); err != nil {
-		return fmt.Errorf("producing: %w", err)
-	}
-	fmt.Printf("produced in %s\n", time.Since(start).Round(time.Millisecond))
-	end, err := endOffsets(seeds, *topic)
 	if err != nil {
 		return err
 	}
-	var total int64
-	for _, e := range end {
-		total += e
+	defer k.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := k.CreateTopic(ctx, *topic, *partitions); err != nil {
+		return err
 	}
 
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	cfg := consumer.Config{Brokers: seeds, Group: *group, Topics: []string{*topic}, Logger: logger}
+	cfg := consumer.Config{Brokers: k.Brokers(), Group: *group, Topics: []string{*topic}, Logger: logger}
 	chk := newChecker()
+	// An existing topic (-topic) may hold events already: the new group
+	// reads those too.
+	before, err := k.EndOffsets(ctx, *topic)
+	if err != nil {
+		return err
+	}
+	total := int64(*records)
+	for _, n := range before {
+		total += n
+	}
 
 	// The handler: here it only checks order and counts; a real service
 	// would write the batch to a database or an API in one call.
@@ -109,69 +119,67 @@ func run() error {
 		return nil
 	}
 
-	members := map[string]*runner{}
-	startMember := func(name string) error {
-		c, err := consumer.New(cfg, handler)
-		if err != nil {
-			return err
-		}
-		r := &runner{c: c, done: make(chan error, 1)}
-		go func() { r.done <- c.Run(context.Background()) }()
-		members[name] = r
-		fmt.Printf("  + %s joins the group\n", name)
-		return nil
+	g := &memberSet{members: map[string]*runner{}, chk: chk, total: total}
+	start := time.Now()
+	produced := 0
+	produce := func(n int) error {
+		base := produced
+		fmt.Printf("  producing events %d to %d\n", base, base+n-1)
+		err := k.Produce(ctx, *topic, n, kbatchtest.Values(func(i int) []byte {
+			return fmt.Appendf(nil, `{"event":%d,"kind":"page_view"}`, base+i)
+		}))
+		produced += n
+		return err
 	}
+	third := *records / 3
 
-	fmt.Printf("consuming with group %s\n", *group)
-	start = time.Now()
+	fmt.Printf("consuming %s with group %s\n", *topic, *group)
 	for _, name := range []string{"member-1", "member-2"} {
-		if err := startMember(name); err != nil {
+		if err := g.start(name, cfg, handler); err != nil {
 			return err
 		}
 	}
-	joined, left := false, false
-	lastPrint := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	timeout := time.After(5 * time.Minute)
-	for chk.distinct.Load() < total {
-		select {
-		case <-tick.C:
-		case <-timeout:
-			return fmt.Errorf("timed out with %d of %d events handled", chk.distinct.Load(), total)
-		}
-		got := chk.distinct.Load()
-		if time.Since(lastPrint) >= 500*time.Millisecond {
-			lastPrint = time.Now()
-			fmt.Printf("  %7d / %d events (%3.0f%%)\n", got, total, 100*float64(got)/float64(total))
-		}
-		if !joined && got >= total/3 {
-			joined = true
-			if err := startMember("member-3"); err != nil {
-				return err
-			}
-		}
-		// member-1 leaves once member-3 took over some partitions.
-		if !left && joined && got >= 2*total/3 && len(members["member-3"].c.Assigned()) > 0 {
-			left = true
-			fmt.Println("  - member-1 leaves the group")
-			if err := members["member-1"].stop(); err != nil {
-				return err
-			}
-		}
+	// Phase 1: two members.
+	if err := produce(third); err != nil {
+		return err
+	}
+	// Phase 2: member-3 joins; the next events wait until it owns partitions.
+	if err := g.start("member-3", cfg, handler); err != nil {
+		return err
+	}
+	joinedAt := chk.distinct.Load()
+	if err := g.waitOwned(ctx, *partitions, "member-3 to own partitions", "member-3", "member-1", "member-2"); err != nil {
+		return err
+	}
+	fmt.Printf("  = member-3 owns %d of %d partitions (it joined with %d of %d events handled)\n", g.owned("member-3"), *partitions, joinedAt, total)
+	if err := produce(third); err != nil {
+		return err
+	}
+	// Phase 3: member-1 leaves; the last events wait until its partitions
+	// were handed over.
+	fmt.Println("  - member-1 leaves the group")
+	leftAt := chk.distinct.Load()
+	if err := g.stop("member-1"); err != nil {
+		return err
+	}
+	if err := g.waitOwned(ctx, *partitions, "members 2 and 3 to own every partition", "member-2", "member-3"); err != nil {
+		return err
+	}
+	fmt.Printf("  = members 2 and 3 own all %d partitions (member-1 left with %d of %d events handled)\n", *partitions, leftAt, total)
+	if err := produce(*records - 2*third); err != nil {
+		return err
+	}
+	if err := g.waitHandled(ctx); err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
 
 	var s consumer.Stats
 	for _, name := range []string{"member-1", "member-2", "member-3"} {
-		r := members[name]
-		if r == nil {
-			continue
-		}
-		if err := r.stop(); err != nil {
+		if err := g.stop(name); err != nil {
 			return err
 		}
-		st := r.c.Stats()
+		st := g.members[name].c.Stats()
 		s.Records += st.Records
 		s.Batches += st.Batches
 		s.Commits += st.Commits
@@ -179,6 +187,10 @@ func run() error {
 		s.PartitionsRevoked += st.PartitionsRevoked
 	}
 
+	end, err := k.EndOffsets(ctx, *topic)
+	if err != nil {
+		return err
+	}
 	lost, dups, disorder := chk.verify(end)
 	fmt.Println()
 	fmt.Println("summary")
@@ -190,21 +202,92 @@ func run() error {
 	fmt.Printf("  duplicates        %d\n", dups)
 	fmt.Printf("  lost              %d\n", lost)
 	fmt.Printf("  out-of-order      %d\n", disorder)
-	if lost != 0 || disorder != 0 {
-		return fmt.Errorf("check failed: lost %d, out-of-order %d", lost, disorder)
+	// Members joined and left gracefully: a revoked partition's watermark is
+	// committed before its new owner starts, so no event comes twice.
+	if lost != 0 || dups != 0 || disorder != 0 {
+		return fmt.Errorf("check failed: lost %d, duplicates %d, out-of-order %d", lost, dups, disorder)
+	}
+	if s.PartitionsRevoked == 0 {
+		return fmt.Errorf("check failed: no partition changed hands, the rebalances did not happen")
+	}
+	return nil
+}
+
+// memberSet runs the group's members and waits on their progress, printing it.
+type memberSet struct {
+	members   map[string]*runner
+	chk       *checker
+	total     int64
+	lastPrint time.Time
+}
+
+func (g *memberSet) start(name string, cfg consumer.Config, h consumer.Handler) error {
+	c, err := consumer.New(cfg, h)
+	if err != nil {
+		return err
+	}
+	r := &runner{c: c, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(context.Background()) }()
+	g.members[name] = r
+	fmt.Printf("  + %s joins the group\n", name)
+	return nil
+}
+
+func (g *memberSet) stop(name string) error { return g.members[name].stop() }
+
+func (g *memberSet) owned(name string) int64 { return g.members[name].c.Stats().OwnedPartitions }
+
+// waitOwned waits until the named members together own every partition
+// and the first of them owns at least one: the rebalance has settled.
+// Members named but not running count for nothing.
+func (g *memberSet) waitOwned(ctx context.Context, partitions int, what string, names ...string) error {
+	return g.wait(ctx, what, func() bool {
+		var sum int64
+		for _, n := range names {
+			if r := g.members[n]; r != nil && !r.stopped.Load() {
+				sum += r.c.Stats().OwnedPartitions
+			}
+		}
+		return g.owned(names[0]) > 0 && sum == int64(partitions)
+	})
+}
+
+// waitHandled waits until every event was handled.
+func (g *memberSet) waitHandled(ctx context.Context) error {
+	return g.wait(ctx, "every event to be handled", func() bool { return g.chk.distinct.Load() >= g.total })
+}
+
+func (g *memberSet) wait(ctx context.Context, what string, done func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("timed out waiting for %s (%d of %d events handled)", what, g.chk.distinct.Load(), g.total)
+		}
+		if time.Since(g.lastPrint) >= 500*time.Millisecond {
+			g.lastPrint = time.Now()
+			got := g.chk.distinct.Load()
+			fmt.Printf("  %7d / %d events (%3.0f%%)\n", got, g.total, 100*float64(got)/float64(g.total))
+		}
 	}
 	return nil
 }
 
 type runner struct {
-	c    *consumer.Consumer
-	done chan error
-	once sync.Once
-	err  error
+	c       *consumer.Consumer
+	done    chan error
+	once    sync.Once
+	err     error
+	stopped atomic.Bool
 }
 
 func (r *runner) stop() error {
 	r.once.Do(func() {
+		r.stopped.Store(true)
 		_ = r.c.Close()
 		r.err = <-r.done
 	})
@@ -260,31 +343,4 @@ func (c *checker) verify(end map[int32]int64) (lost, dups, disorder int) {
 		}
 	}
 	return lost, dups, c.disorder
-}
-
-func splitBrokers(s string) []string {
-	var out []string
-	for _, b := range strings.Split(s, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func endOffsets(brokers []string, topic string) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing end offsets: %w", err)
-	}
-	out := map[int32]int64{}
-	resp.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out, nil
 }

@@ -2,27 +2,29 @@ package kafkatest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
+
+	"github.com/kbatch/kbatch/kbatchtest"
 )
 
+// EnvTestcontainers, set to 1 (or true) next to KAFKA_BROKERS, says that the
+// brokers are a container started by the testcontainers module.
+const EnvTestcontainers = "KBATCH_TESTCONTAINERS"
+
 var (
-	embeddedOnce sync.Once
-	embedded     *kfake.Cluster
-	embeddedErr  error
+	sharedOnce sync.Once
+	shared     *kbatchtest.Cluster // the broker every test of this binary uses
+	sharedErr  error
 )
 
 // Kind says which broker Brokers returns: "testcontainers" (when
@@ -31,7 +33,7 @@ func Kind() string {
 	switch {
 	case useTestcontainers():
 		return "testcontainers"
-	case os.Getenv("KAFKA_BROKERS") != "":
+	case os.Getenv(kbatchtest.EnvBrokers) != "":
 		return "env"
 	}
 	return "kfake"
@@ -40,53 +42,46 @@ func Kind() string {
 // IsReal reports whether tests run against a real Kafka broker.
 func IsReal() bool { return Kind() != "kfake" }
 
+func useTestcontainers() bool {
+	on, err := strconv.ParseBool(os.Getenv(EnvTestcontainers))
+	return err == nil && on
+}
+
+// cluster returns the broker shared by the tests of this binary, starting
+// the embedded one on first use.
+func cluster(t testing.TB) *kbatchtest.Cluster {
+	t.Helper()
+	if useTestcontainers() && os.Getenv(kbatchtest.EnvBrokers) == "" {
+		t.Fatalf("kafkatest: %s=1 without %s: the Kafka container is started by the testcontainers module, which then runs the suites against it: go -C testcontainers run . (needs Docker); unset %s to test on the embedded kfake broker",
+			EnvTestcontainers, kbatchtest.EnvBrokers, EnvTestcontainers)
+	}
+	sharedOnce.Do(func() { shared, sharedErr = kbatchtest.Start() })
+	if sharedErr != nil {
+		t.Fatalf("kafkatest: %v", sharedErr)
+	}
+	return shared
+}
+
 // Brokers returns the seed brokers for the test, starting the embedded
-// cluster (or the container) on first use. With KBATCH_TESTCONTAINERS=1 and
-// no Docker engine it skips the test.
+// cluster on first use.
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	switch Kind() {
-	case "testcontainers":
-		return brokersFromContainer(t)
-	case "env":
-		return strings.Split(os.Getenv("KAFKA_BROKERS"), ",")
-	}
-	embeddedOnce.Do(func() {
-		embedded, embeddedErr = NewEmbedded()
-	})
-	if embeddedErr != nil {
-		t.Fatalf("kafkatest: starting kfake: %v", embeddedErr)
-	}
-	return embedded.ListenAddrs()
+	return cluster(t).Brokers()
 }
 
 // NewEmbedded starts a kfake cluster of three brokers on loopback ports. The
-// caller closes it. Tests use Brokers instead; this is for programs (the
-// quickstart, the bench) that want a broker of their own.
+// caller closes it. Tests use Brokers instead; this is for tests that need a
+// broker of their own (fault injection, broker configs).
 func NewEmbedded(opts ...kfake.Opt) (*kfake.Cluster, error) {
-	base := []kfake.Opt{
-		kfake.NumBrokers(3),
-		kfake.AllowAutoTopicCreation(),
+	c, err := kbatchtest.Embedded(opts...)
+	if err != nil {
+		return nil, err
 	}
-	return kfake.NewCluster(append(base, opts...)...)
+	return c.Fake(), nil // c made no client yet: closing the fake is enough
 }
 
 // Name returns a name unique to this test and run: prefix-testname-random.
-func Name(t testing.TB, prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	// Kafka allows only [a-zA-Z0-9._-] in topic names (kfake allows more).
-	n := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
-			return r
-		}
-		return '-'
-	}, t.Name())
-	if len(n) > 80 {
-		n = n[:80]
-	}
-	return fmt.Sprintf("%s-%s-%s", prefix, n, hex.EncodeToString(b[:]))
-}
+func Name(t testing.TB, prefix string) string { return kbatchtest.Name(t, prefix) }
 
 // NewGroup returns a group name unique to the test.
 func NewGroup(t testing.TB) string { return Name(t, "g") }
@@ -95,49 +90,7 @@ func NewGroup(t testing.TB) string { return Name(t, "g") }
 // deletes it when the test ends.
 func NewTopic(t testing.TB, partitions int) string {
 	t.Helper()
-	brokers := Brokers(t)
-	topic := Name(t, "t")
-	adm := Admin(t, brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("kafkatest: creating topic %s: %v", topic, err)
-	}
-	// A real broker answers CreateTopics before its metadata shows the
-	// topic; a test that looks it up at once would see
-	// UNKNOWN_TOPIC_OR_PARTITION. Wait until every partition has a leader.
-	for {
-		md, err := adm.Metadata(ctx, topic)
-		if err == nil {
-			if td, ok := md.Topics[topic]; ok && td.Err == nil && len(td.Partitions) == partitions && allLed(td) {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("kafkatest: topic %s not in the metadata within 30s (last error %v)", topic, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = adm.DeleteTopics(ctx, topic)
-	})
-	return topic
-}
-
-func allLed(td kadm.TopicDetail) bool {
-	for _, p := range td.Partitions {
-		if p.Err != nil || p.Leader < 0 {
-			return false
-		}
-	}
-	return true
+	return cluster(t).NewTopic(t, partitions)
 }
 
 // Admin returns an admin client closed when the test ends.
@@ -151,9 +104,19 @@ func Admin(t testing.TB, brokers []string) *kadm.Client {
 	return kadm.NewClient(cl)
 }
 
-// Produce writes n records to topic, record i with key "k<i mod keys>"
-// spread over partitions by key hash, and value value(i). It waits until all
-// are acknowledged.
+// connect runs f on a Cluster for brokers, closed afterwards.
+func connect(brokers []string, f func(*kbatchtest.Cluster) error) error {
+	c, err := kbatchtest.Connect(brokers...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
+// Produce writes n records to topic, record i with key "k<i>" spread over
+// partitions by key hash, and value value(i). It waits until all are
+// acknowledged.
 func Produce(t testing.TB, brokers []string, topic string, n int, value func(i int) []byte) {
 	t.Helper()
 	if err := ProduceN(context.Background(), brokers, topic, n, 0, value); err != nil {
@@ -161,90 +124,66 @@ func Produce(t testing.TB, brokers []string, topic string, n int, value func(i i
 	}
 }
 
-// ProduceN writes n records; record i goes to partition i mod partitions
-// when partitions > 0 (a manual partitioner, so each partition gets an even
-// share), else by the default partitioner on the key.
+// ProduceN writes n records with keys "k<i>" and values value(i); record i
+// goes to partition i mod the topic's partition count when partitions > 0
+// (so each partition gets an even share), else to the partition of its key.
 func ProduceN(ctx context.Context, brokers []string, topic string, n, partitions int, value func(i int) []byte) error {
-	opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5 * time.Millisecond), kgo.MaxBufferedRecords(100000)}
-	if partitions > 0 {
-		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var (
-		mu      sync.Mutex
-		firstEr error
-		wg      sync.WaitGroup
-	)
-	for i := range n {
-		r := &kgo.Record{Key: []byte(fmt.Sprintf("k%d", i)), Value: value(i)}
+	return connect(brokers, func(c *kbatchtest.Cluster) error {
 		if partitions > 0 {
-			r.Partition = int32(i % partitions)
+			return c.ProduceEven(ctx, topic, n, kbatchtest.Values(value))
 		}
-		wg.Add(1)
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			defer wg.Done()
-			if err != nil {
-				mu.Lock()
-				if firstEr == nil {
-					firstEr = err
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return firstEr
+		return c.Produce(ctx, topic, n, kbatchtest.Values(value))
+	})
 }
 
 // CommittedOffsets returns the group's committed offsets for topic.
 func CommittedOffsets(t testing.TB, brokers []string, group, topic string) map[int32]int64 {
 	t.Helper()
-	adm := Admin(t, brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := adm.FetchOffsetsForTopics(ctx, group, topic)
-	if errors.Is(err, kerr.GroupIDNotFound) {
-		return map[int32]int64{} // nothing committed yet
-	}
-	if err != nil {
-		t.Fatalf("kafkatest: fetching offsets: %v", err)
-	}
-	out := map[int32]int64{}
-	resp.Each(func(o kadm.OffsetResponse) {
-		if o.Err == nil && o.At >= 0 {
-			out[o.Partition] = o.At
-		}
+	var out map[int32]int64
+	err := connect(brokers, func(c *kbatchtest.Cluster) (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err = c.Committed(ctx, group, topic)
+		return err
 	})
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
 	return out
 }
 
 // EndOffsets returns the end offset of each partition of topic.
 func EndOffsets(t testing.TB, brokers []string, topic string) map[int32]int64 {
 	t.Helper()
-	adm := Admin(t, brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := adm.ListEndOffsets(ctx, topic)
+	var out map[int32]int64
+	err := connect(brokers, func(c *kbatchtest.Cluster) (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err = c.EndOffsets(ctx, topic)
+		return err
+	})
 	if err != nil {
-		t.Fatalf("kafkatest: listing end offsets: %v", err)
+		t.Fatalf("kafkatest: %v", err)
 	}
-	out := map[int32]int64{}
-	resp.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
 	return out
 }
 
-// Shutdown closes the embedded cluster and removes the Kafka container if
-// either was started. Call it from TestMain after m.Run, before checking for
-// leaked goroutines.
+// CreateTopic creates topic with the given partitions and the broker's
+// default replication; a topic that already exists is not an error. It is for
+// programs; tests use NewTopic.
+func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return connect(brokers, func(c *kbatchtest.Cluster) error {
+		return c.CreateTopic(ctx, topic, partitions)
+	})
+}
+
+// Shutdown closes the shared broker (the embedded cluster, or the clients
+// on KAFKA_BROKERS) if one was started. Call it from TestMain after m.Run,
+// before checking for leaked goroutines.
 func Shutdown() {
-	if embedded != nil {
-		embedded.Close()
+	if shared != nil {
+		shared.Close()
 	}
-	stopContainer()
 }
 
 // Run is a TestMain for packages that use a test broker: it runs the tests,
@@ -262,23 +201,4 @@ func Run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-// CreateTopic creates topic with the given partitions and the broker's
-// default replication; a topic that already exists is not an error. It is for
-// programs (examples, the bench); tests use NewTopic.
-func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("creating topic %s: %w", topic, err)
-	}
-	return nil
 }
