@@ -30,9 +30,10 @@ const (
 // READ/WRITE on a changelog that exists (the ACLs of kafka.sh --secure; no
 // CREATE anywhere) consumes everything over SASL_SSL with the Kafka dedupe
 // store, dead-letters the poison records, and commits to the end, under both
-// group protocols. It fails while the dead-letter writer asks to create its
-// topic before looking it up: with ACLs, CreateTopics answers
-// TOPIC_AUTHORIZATION_FAILED, not TOPIC_ALREADY_EXISTS.
+// group protocols. Among other things it guards the dead-letter writer
+// looking its topic up before asking to create it: with ACLs, CreateTopics
+// answers TOPIC_AUTHORIZATION_FAILED, not TOPIC_ALREADY_EXISTS, for a topic
+// that exists.
 func TestLeastPrivilegeMemberEndToEnd(t *testing.T) {
 	b := secureBroker(t)
 	for _, proto := range []consumer.Protocol{consumer.ProtocolClassic, consumer.ProtocolConsumer} {
