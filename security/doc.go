@@ -27,6 +27,5 @@
 //
 // PLAIN and OAUTHBEARER send the password or token as they are, so they are
 // refused without TLS. SCRAM never sends the password and may run without
-// TLS, though the session is then neither private nor authenticated against
-// the broker.
+// TLS, though records and metadata then travel in the clear.
 package security

@@ -136,11 +136,11 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 }
 
-// TestOAuthBearerCallsTheCallbackPerSession guards the OAUTHBEARER mapping:
+// TestOAuthBearerAsksForATokenPerAuthentication guards the OAUTHBEARER mapping:
 // the callback is asked for a token at each authentication (so a refreshed
 // token is used by the next connection), its token and extensions go into
-// the RFC 7628 initial response, and its error fails the session.
-func TestOAuthBearerCallsTheCallbackPerSession(t *testing.T) {
+// the RFC 7628 initial response, and its error fails the authentication.
+func TestOAuthBearerAsksForATokenPerAuthentication(t *testing.T) {
 	calls := 0
 	fail := errors.New("identity provider down")
 	cfg := security.Config{TLS: &tls.Config{}, SASL: &security.SASL{Mechanism: security.OAuthBearer,
