@@ -10,6 +10,7 @@ import (
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/offsets"
+	"github.com/kbatch/kbatch/security"
 )
 
 // Reset says where a partition with no committed offset starts.
@@ -180,6 +181,13 @@ type Config struct {
 
 	// Logger receives the consumer's logs. Default: discard.
 	Logger *slog.Logger
+	// Security is the connection's TLS and SASL (Java: security.protocol,
+	// ssl.*, sasl.*), used by every client the consumer makes: the group
+	// member (and the admin calls made through it) and the dead-letter
+	// producers. It is applied before ClientOpts. An invalid one is refused
+	// by New with a *ConfigError for "Security". Default: the zero
+	// security.Config, plaintext without authentication.
+	Security security.Config
 	// ClientOpts are passed to kgo.NewClient after kbatch's own options, to
 	// set TLS, SASL, client id, session timeout and the like. Options that
 	// kbatch must control (group callbacks, auto-commit, BlockRebalanceOnPoll)

@@ -163,9 +163,16 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	if cfg.Reset == ResetLatest {
 		reset = kgo.NewOffset().AtEnd()
 	}
+	// Security goes to every client kbatch makes: the member and the
+	// dead-letter producers (conn), before ClientOpts.
+	secOpts, err := cfg.Security.Options()
+	if err != nil {
+		return nil, &ConfigError{Field: "Security", Reason: err.Error()}
+	}
 	// conn are the options every client kbatch makes shares: where the
 	// cluster is and how to reach it (ClientOpts: TLS, SASL, dialer, ...).
-	conn := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(kgoLogger{cfg.Logger})}, cfg.ClientOpts...)
+	conn := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(kgoLogger{cfg.Logger})}, secOpts...)
+	conn = append(conn, cfg.ClientOpts...)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -179,6 +186,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		kgo.WithLogger(kgoLogger{cfg.Logger}),
 	}
 	opts = append(opts, c.flow.clientOpts()...)
+	opts = append(opts, secOpts...)
 	opts = append(opts, cfg.ClientOpts...)
 	// kbatch owns commits and the group callbacks: these come last so that
 	// ClientOpts cannot turn them off.

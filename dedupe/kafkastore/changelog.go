@@ -234,6 +234,12 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 	}
 	if r.Value == nil {
 		epoch, err := tombstoneEpoch(r)
+		if err == nil && epoch >= r.Offset {
+			// As for entries: an owner's epoch is the offset of its claim,
+			// before all its records. Read as it is, a later epoch would
+			// fence every owner after it.
+			err = fmt.Errorf("tombstone epoch %d is not before the record's offset", epoch)
+		}
 		if err != nil {
 			s.skipMalformed(ps, r, err)
 			return

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/security"
 )
 
 // DefaultRetention is Options.Retention's default.
@@ -28,8 +30,15 @@ type Options struct {
 	// ReplicationFactor of a changelog topic the store creates. 0 or -1:
 	// the broker's default (default.replication.factor; Kafka 2.4+).
 	ReplicationFactor int16
-	// ClientOpts are extra options for the store's Kafka clients: TLS,
-	// SASL, dialer, client ID, logger. They are applied first; the store's
+	// Security is the connection's TLS and SASL, used by every client the
+	// store makes (its producer and admin client, and the short-lived
+	// readers of Assign and of read-backs). Give it the consumer's
+	// Config.Security. An invalid one is refused by New with an
+	// *OptionsError for "Security". Default: plaintext without
+	// authentication.
+	Security security.Config
+	// ClientOpts are extra options for the store's Kafka clients: dialer,
+	// client ID, logger. They are applied after Security; the store's
 	// own (seed brokers, the manual partitioner, acks=all, the partition to
 	// read) come after them. Do not set consumer-group or transactional
 	// options. The producer is idempotent unless these disable it.
@@ -52,6 +61,9 @@ func (o Options) validate() error {
 		return &OptionsError{"Retention", "is negative"}
 	case o.ReplicationFactor < -1:
 		return &OptionsError{"ReplicationFactor", "is below -1"}
+	}
+	if err := o.Security.Validate(); err != nil {
+		return &OptionsError{"Security", "is invalid: " + err.Error()}
 	}
 	return nil
 }

@@ -87,6 +87,13 @@ func New(opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
+	// Security first, so that every client below (and each reader that
+	// read makes from opts.ClientOpts) connects the same way.
+	sec, err := opts.Security.Options()
+	if err != nil {
+		return nil, &OptionsError{"Security", "is invalid: " + err.Error()}
+	}
+	opts.ClientOpts = append(sec, opts.ClientOpts...)
 	kopts := append(slices.Clone(opts.ClientOpts),
 		kgo.SeedBrokers(opts.Brokers...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),

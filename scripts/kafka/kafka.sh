@@ -19,9 +19,27 @@
 #   ensure-kcat        install kcat with apt-get if it is not on PATH.
 #   wipe               delete the state dir (data, logs, configs); refuses while the broker runs.
 #   paths              print where the cache, state, data and logs are.
+#   env                (secured mode) print the client settings as shell exports, passwords included:
+#                      eval "$(scripts/kafka/kafka.sh --secure env)"
+#
+# Secured mode: `--secure` (before or right after the command) or KBATCH_KAFKA_SECURE=1 runs
+# every command above against a second, independent broker: its own ports (9192, controller 9193),
+# its own state dir ($KBATCH_KAFKA_HOME/state-secure) and lock, so it runs beside the plaintext one.
+# Its client listener is SASL_SSL: a CA and a broker certificate made by openssl at each fresh
+# start, SCRAM-SHA-512/256 users (and PLAIN) made by `StorageTool format --add-scram`, the
+# StandardAuthorizer with super.users=User:admin (and User:ANONYMOUS for the plaintext controller
+# listener on 127.0.0.1), and prefixed ACLs for the least-privilege user `member`, made by
+# org.apache.kafka.tools.AclCommand:
+#   READ on topics kbsec.in.*  and groups kbsec.grp.*      (consume, commit)
+#   WRITE on topics kbsec.dlq.*                            (dead-letter topics made beforehand)
+#   READ, WRITE, DESCRIBE_CONFIGS on topics kbsec.log.*    (dedupe changelogs made beforehand)
+# `up --secure` prints the client settings (without passwords) and writes them, with passwords,
+# to state-secure/client.env (mode 0600); `env` prints them.
 #
 # Environment (all optional):
 #   KBATCH_KAFKA_HOME   cache+state root            (default: $HOME/.cache/kbatch-kafka)
+#   KBATCH_KAFKA_SECURE 1: secured mode (same as --secure)
+#   KBATCH_KAFKA_SECURE_PORT / KBATCH_KAFKA_SECURE_CONTROLLER_PORT  secured mode's ports (9192 / 9193)
 #   KBATCH_KAFKA_FRESH  1: wipe data on `up` (default 1); 0: keep the previous data dir
 #   KBATCH_KAFKA_PORT / KBATCH_KAFKA_CONTROLLER_PORT   (default 9092 / 9093, always on 127.0.0.1)
 #   KBATCH_KAFKA_HEAP   broker max heap             (default 1g)
@@ -34,6 +52,16 @@
 #   JAVA_HOME / KBATCH_KAFKA_JAVA  which java to run
 set -euo pipefail
 
+# Secured mode: --secure as the first or second argument, or KBATCH_KAFKA_SECURE=1.
+SECURE="${KBATCH_KAFKA_SECURE:-0}"
+if [[ "${1:-}" == --secure ]]; then
+  SECURE=1
+  shift
+elif [[ "${2:-}" == --secure ]]; then
+  SECURE=1
+  set -- "$1" "${@:3}"
+fi
+
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 POM="$SCRIPT_DIR/pom.xml"
@@ -45,6 +73,7 @@ LIBS_DIR="$KBATCH_KAFKA_HOME/libs"
 CONF_DIR="$KBATCH_KAFKA_HOME/conf"
 BIN_DIR="$KBATCH_KAFKA_HOME/bin"
 STATE_DIR="$KBATCH_KAFKA_HOME/state"
+[[ "$SECURE" == 1 ]] && STATE_DIR="$KBATCH_KAFKA_HOME/state-secure"
 DATA_DIR="$STATE_DIR/data"
 LOG_DIR="$STATE_DIR/logs"
 PID_FILE="$STATE_DIR/kafka.pid"
@@ -54,6 +83,14 @@ TOOLS_LOG4J="$CONF_DIR/log4j2.properties"
 SERVER_LOG="$LOG_DIR/server.log"
 CONSOLE_LOG="$LOG_DIR/console.out"
 LOCK_FILE="$KBATCH_KAFKA_HOME/.lock"
+# The jars are shared by both modes; the secured broker has a lock of its own so that
+# starting it never waits for the plaintext broker (and the other way round).
+JARS_LOCK_FILE="$LOCK_FILE"
+[[ "$SECURE" == 1 ]] && LOCK_FILE="$KBATCH_KAFKA_HOME/.lock-secure"
+TLS_DIR="$STATE_DIR/tls"
+CLIENT_ENV="$STATE_DIR/client.env"
+ADMIN_PROPS="$STATE_DIR/admin-client.properties"
+ACLS_DONE="$STATE_DIR/data/.kbatch-acls"
 PROBE_BIN="$BIN_DIR/kafka-probe"
 KAFKA_JAR="$LIBS_DIR/kafka_${SCALA_VERSION}-${KAFKA_VERSION}.jar"
 POM_STAMP="$LIBS_DIR/.pom.sha256"
@@ -61,6 +98,15 @@ POM_STAMP="$LIBS_DIR/.pom.sha256"
 HOST="127.0.0.1"
 PORT="${KBATCH_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KBATCH_KAFKA_CONTROLLER_PORT:-9093}"
+if [[ "$SECURE" == 1 ]]; then
+  PORT="${KBATCH_KAFKA_SECURE_PORT:-9192}"
+  CONTROLLER_PORT="${KBATCH_KAFKA_SECURE_CONTROLLER_PORT:-9193}"
+fi
+# Secured mode's ACL prefixes (see the usage text above).
+PREFIX_INPUT="kbsec.in."
+PREFIX_GROUP="kbsec.grp."
+PREFIX_DLQ="kbsec.dlq."
+PREFIX_CHANGELOG="kbsec.log."
 BOOTSTRAP="$HOST:$PORT"
 HEAP="${KBATCH_KAFKA_HEAP:-1g}"
 WAIT_SECS="${KBATCH_KAFKA_WAIT:-90}"
@@ -107,6 +153,11 @@ resolve_jars() {
   if jars_ready; then
     return 0
   fi
+  if [[ "$LOCK_FILE" != "$JARS_LOCK_FILE" ]]; then
+    # Secured mode holds its own lock: take the shared one for the jars.
+    LOCK_FILE="$JARS_LOCK_FILE" with_lock resolve_jars
+    return
+  fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed once to fetch the Kafka jars)"
   local t0 tmp mvn_log
   t0="$(now)"
@@ -148,7 +199,7 @@ classpath() {
 }
 
 ensure_jars() {
-  if ! jars_ready; then with_lock resolve_jars; fi
+  if ! jars_ready; then LOCK_FILE="$JARS_LOCK_FILE" with_lock resolve_jars; fi
   write_tools_conf
 }
 
@@ -257,6 +308,9 @@ broker.heartbeat.interval.ms=500
 num.network.threads=3
 num.io.threads=4
 EOF
+  if [[ "$SECURE" == 1 ]]; then
+    write_secure_props
+  fi
   if [[ -n "${KBATCH_KAFKA_EXTRA_PROPS:-}" ]]; then
     printf '\n# From KBATCH_KAFKA_EXTRA_PROPS:\n%s\n' "$KBATCH_KAFKA_EXTRA_PROPS" >>"$SERVER_PROPS"
   fi
@@ -265,8 +319,12 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # probe (Go, franz-go): built once into $BIN_DIR, rebuilt when its source or go.mod/go.sum change.
 build_probe() {
-  local src="$SCRIPT_DIR/probe/main.go"
-  if [[ -x "$PROBE_BIN" && "$PROBE_BIN" -nt "$src" && "$PROBE_BIN" -nt "$REPO_ROOT/go.mod" &&
+  local src="$SCRIPT_DIR/probe/main.go" f stale=0
+  # The probe imports the security package: rebuild when it changes too.
+  for f in "$REPO_ROOT"/security/*.go; do
+    [[ -f "$f" && "$f" -nt "$PROBE_BIN" ]] && stale=1
+  done
+  if [[ "$stale" == 0 && -x "$PROBE_BIN" && "$PROBE_BIN" -nt "$src" && "$PROBE_BIN" -nt "$REPO_ROOT/go.mod" &&
         ( ! -f "$REPO_ROOT/go.sum" || "$PROBE_BIN" -nt "$REPO_ROOT/go.sum" ) ]]; then
     return 0
   fi
@@ -287,7 +345,16 @@ build_probe() {
   fi
 }
 
-probe() { "$PROBE_BIN" -brokers "$BOOTSTRAP" "$@"; }
+probe() {
+  if [[ "$SECURE" == 1 ]]; then
+    # As the admin user; the password goes by the environment, not the command line.
+    KBATCH_PROBE_SASL_PASSWORD="$(env_value KBATCH_SECURE_ADMIN_PASSWORD)" \
+      "$PROBE_BIN" -brokers "$BOOTSTRAP" -tls-ca "$TLS_DIR/ca.pem" -sasl-mechanism SCRAM-SHA-512 \
+      -sasl-user admin "$@"
+    return
+  fi
+  "$PROBE_BIN" -brokers "$BOOTSTRAP" "$@"
+}
 
 # ---------------------------------------------------------------------------------------------
 # process helpers
@@ -356,7 +423,16 @@ format_storage() {
   cluster_id="$(tool_java kafka.tools.StorageTool random-uuid | tail -n1)"
   [[ "$cluster_id" =~ ^[A-Za-z0-9_-]{22}$ ]] || die "StorageTool random-uuid printed '$cluster_id'"
   echo "$cluster_id" >"$STATE_DIR/cluster.id"
-  if ! out="$(tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" -g 2>&1)"; then
+  local scram=()
+  if [[ "$SECURE" == 1 ]]; then
+    local admin_pw member_pw
+    admin_pw="$(env_value KBATCH_SECURE_ADMIN_PASSWORD)"
+    member_pw="$(env_value KBATCH_SECURE_MEMBER_PASSWORD)"
+    scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]"
+           --add-scram "SCRAM-SHA-512=[name=member,password=$member_pw]"
+           --add-scram "SCRAM-SHA-256=[name=member,password=$member_pw]")
+  fi
+  if ! out="$(tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" -g "${scram[@]}" 2>&1)"; then
     printf '%s\n' "$out" >&2
     die "kafka.tools.StorageTool format failed"
   fi
@@ -372,7 +448,9 @@ start_broker() {
   fi
   if [[ "$wipe" == 1 ]]; then
     rm -rf "$DATA_DIR" "$LOG_DIR"
+    [[ "$SECURE" == 1 ]] && rm -rf "$TLS_DIR" "$CLIENT_ENV" "$ADMIN_PROPS"
   fi
+  [[ "$SECURE" == 1 ]] && make_secrets
   write_broker_conf
   format_storage
 
@@ -399,6 +477,15 @@ start_broker() {
     die "broker did not become ready on $BOOTSTRAP (waited up to ${WAIT_SECS}s); full log: $SERVER_LOG"
   fi
   log "broker ready on $BOOTSTRAP in $(elapsed "$t0") (pid $pid); log: $SERVER_LOG"
+  if [[ "$SECURE" == 1 ]]; then
+    if ! make_acls; then
+      log "stopping the secured broker: its ACLs could not be made (pid $pid)"
+      stop_pid "$pid" 10 || true
+      rm -f "$PID_FILE"
+      die "AclCommand failed"
+    fi
+    print_client_settings
+  fi
 }
 
 # wait_ready PID SECS: poll until the broker answers metadata, then prove the controller
@@ -458,6 +545,160 @@ stop_broker() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# secured mode: TLS material, users, ACLs
+
+# env_value NAME: NAME's value in the client settings file.
+env_value() {
+  [[ -f "$CLIENT_ENV" ]] || die "no $CLIENT_ENV (is the secured broker up? $0 --secure up)"
+  sed -n "s/^$1=//p" "$CLIENT_ENV" | tail -n1
+}
+
+# make_secrets: a CA, the broker's key and certificate (PEM, for 127.0.0.1 and localhost), the
+# users' random passwords and the admin's client properties, unless a previous start left them
+# (restart and KBATCH_KAFKA_FRESH=0 keep the data, whose SCRAM users have these passwords).
+make_secrets() {
+  if [[ -f "$CLIENT_ENV" && -f "$TLS_DIR/ca.pem" && -f "$TLS_DIR/broker.pem" ]]; then
+    return 0
+  fi
+  command -v openssl >/dev/null 2>&1 || die "openssl not found on PATH (secured mode makes its certificates with it)"
+  local t0 old_umask
+  t0="$(now)"
+  old_umask="$(umask)"
+  umask 077
+  rm -rf "$TLS_DIR" "$DATA_DIR"
+  mkdir -p "$TLS_DIR"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 7 -subj "/CN=kbatch secured-broker test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=127.0.0.1" \
+      -keyout "$TLS_DIR/broker.key" -out "$TLS_DIR/broker.csr"
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" \
+      >"$TLS_DIR/broker.ext"
+    openssl x509 -req -sha256 -days 7 -in "$TLS_DIR/broker.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+      -set_serial "0x$(openssl rand -hex 8)" -extfile "$TLS_DIR/broker.ext" -out "$TLS_DIR/broker-cert.pem"
+  } >"$TLS_DIR/openssl.log" 2>&1 || { cat "$TLS_DIR/openssl.log" >&2; umask "$old_umask"; die "openssl failed"; }
+  # Kafka's PEM key store: the unencrypted PKCS#8 key, then the certificate chain.
+  cat "$TLS_DIR/broker.key" "$TLS_DIR/broker-cert.pem" "$TLS_DIR/ca.pem" >"$TLS_DIR/broker.pem"
+  local admin_pw member_pw
+  admin_pw="$(openssl rand -hex 16)"
+  member_pw="$(openssl rand -hex 16)"
+  cat >"$CLIENT_ENV" <<EOF
+KBATCH_SECURE_BROKERS=$BOOTSTRAP
+KBATCH_SECURE_CA=$TLS_DIR/ca.pem
+KBATCH_SECURE_ADMIN_USER=admin
+KBATCH_SECURE_ADMIN_PASSWORD=$admin_pw
+KBATCH_SECURE_MEMBER_USER=member
+KBATCH_SECURE_MEMBER_PASSWORD=$member_pw
+KBATCH_SECURE_PREFIX_INPUT=$PREFIX_INPUT
+KBATCH_SECURE_PREFIX_GROUP=$PREFIX_GROUP
+KBATCH_SECURE_PREFIX_DLQ=$PREFIX_DLQ
+KBATCH_SECURE_PREFIX_CHANGELOG=$PREFIX_CHANGELOG
+EOF
+  cat >"$ADMIN_PROPS" <<EOF
+# Generated by scripts/kafka/kafka.sh: Kafka's command-line tools as the secured broker's admin,
+# e.g. run-class org.apache.kafka.tools.AclCommand --bootstrap-server $BOOTSTRAP --command-config $ADMIN_PROPS --list
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+EOF
+  umask "$old_umask"
+  log "made a CA, the broker certificate and the users' passwords in $STATE_DIR in $(elapsed "$t0")"
+}
+
+write_secure_props() {
+  local admin_pw member_pw
+  admin_pw="$(env_value KBATCH_SECURE_ADMIN_PASSWORD)"
+  member_pw="$(env_value KBATCH_SECURE_MEMBER_PASSWORD)"
+  chmod 600 "$SERVER_PROPS"
+  cat >>"$SERVER_PROPS" <<EOF
+
+# Secured mode (kafka.sh --secure): these override the listener settings above (later keys win).
+# Clients: SASL_SSL only. The controller listener stays PLAINTEXT on 127.0.0.1; the broker's
+# requests to it come as User:ANONYMOUS, hence that principal in super.users.
+listeners=SASL_SSL://${HOST}:${PORT},CONTROLLER://${HOST}:${CONTROLLER_PORT}
+advertised.listeners=SASL_SSL://${HOST}:${PORT}
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+auto.create.topics.enable=false
+
+ssl.keystore.type=PEM
+ssl.keystore.location=${TLS_DIR}/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=${TLS_DIR}/ca.pem
+ssl.client.auth=none
+
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin_pw}";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="${admin_pw}" user_admin="${admin_pw}" user_member="${member_pw}";
+
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+EOF
+}
+
+# acl ARGS...: one AclCommand run as the admin, bounded in time.
+acl() {
+  timeout 120 "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$TOOLS_LOG4J" -cp "$(classpath)" org.apache.kafka.tools.AclCommand \
+    --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_PROPS" "$@"
+}
+
+# make_acls: the least-privilege user's prefixed ACLs, once per data dir.
+make_acls() {
+  [[ -f "$ACLS_DONE" ]] && return 0
+  local t0 out
+  t0="$(now)"
+  local p=(--add --allow-principal User:member --resource-pattern-type prefixed)
+  # Three tools in parallel: each is a JVM start.
+  acl "${p[@]}" --operation Read --topic "$PREFIX_INPUT" --group "$PREFIX_GROUP" >"$LOG_DIR/acl-read.log" 2>&1 &
+  local a=$!
+  acl "${p[@]}" --operation Write --topic "$PREFIX_DLQ" >"$LOG_DIR/acl-dlq.log" 2>&1 &
+  local b=$!
+  acl "${p[@]}" --operation Read --operation Write --operation DescribeConfigs --topic "$PREFIX_CHANGELOG" \
+    >"$LOG_DIR/acl-changelog.log" 2>&1 &
+  local c=$! rc=0
+  wait "$a" || rc=1
+  wait "$b" || rc=1
+  wait "$c" || rc=1
+  if (( rc != 0 )); then
+    cat "$LOG_DIR"/acl-*.log >&2
+    return 1
+  fi
+  if ! out="$(acl --list --principal User:member 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    return 1
+  fi
+  printf '%s\n' "$out" >"$LOG_DIR/acls.txt"
+  touch "$ACLS_DONE"
+  log "ACLs for User:member made in $(elapsed "$t0"):"
+  grep -E 'ResourcePattern|principal' "$LOG_DIR/acls.txt" | sed 's/^/kafka.sh:   /' >&2 || true
+}
+
+print_client_settings() {
+  cat >&2 <<EOF
+kafka.sh: secured broker client settings (passwords in $CLIENT_ENV, mode 0600; or: $0 --secure env):
+kafka.sh:   bootstrap  $BOOTSTRAP  (SASL_SSL; SCRAM-SHA-512, SCRAM-SHA-256, PLAIN)
+kafka.sh:   CA         $TLS_DIR/ca.pem
+kafka.sh:   users      admin (super user), member (least privilege: prefixed ACLs, listed in $LOG_DIR/acls.txt)
+kafka.sh:   prefixes   input topics $PREFIX_INPUT  groups $PREFIX_GROUP  dead-letter $PREFIX_DLQ  changelogs $PREFIX_CHANGELOG
+kafka.sh:   tools      run-class ... --bootstrap-server $BOOTSTRAP --command-config $ADMIN_PROPS
+EOF
+}
+
+cmd_env() {
+  [[ "$SECURE" == 1 ]] || die "env is for the secured broker: $0 --secure env"
+  [[ -f "$CLIENT_ENV" ]] || die "no $CLIENT_ENV: start the secured broker first ($0 --secure up)"
+  sed -e 's/^/export /' "$CLIENT_ENV"
+}
+
+# ---------------------------------------------------------------------------------------------
 # commands
 do_up() {
   local t0 pid
@@ -468,6 +709,7 @@ do_up() {
     echo "$pid" >"$PID_FILE"
     if probe -q -timeout 5s 2>/dev/null; then
       log "broker already running (pid $pid) and answering on $BOOTSTRAP; log: $SERVER_LOG"
+      [[ "$SECURE" == 1 ]] && print_client_settings
       return 0
     fi
     log "broker pid $pid is running but not answering yet; waiting up to ${WAIT_SECS}s"
@@ -568,6 +810,15 @@ cmd_ensure_kcat() {
 }
 
 cmd_paths() {
+  if [[ "$SECURE" == 1 ]]; then
+    cat <<EOF
+mode=secure
+tls_dir=$TLS_DIR
+ca=$TLS_DIR/ca.pem
+client_env=$CLIENT_ENV
+admin_client_properties=$ADMIN_PROPS
+EOF
+  fi
   cat <<EOF
 kafka_version=$KAFKA_VERSION
 bootstrap=$BOOTSTRAP
@@ -600,6 +851,7 @@ main() {
     ensure-kcat) cmd_ensure_kcat ;;
     wipe)        with_lock do_wipe ;;
     paths)       cmd_paths ;;
+    env)         cmd_env ;;
     -h|--help|help) usage ;;
     "")          usage >&2; exit 2 ;;
     *)           log "unknown command '$cmd'"; usage >&2; exit 2 ;;

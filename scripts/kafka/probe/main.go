@@ -6,6 +6,11 @@
 // checks that the broker supports the KIP-848 consumer group protocol
 // (ConsumerGroupHeartbeat API advertised and finalized group.version >= 1).
 //
+// Against a secured broker, -tls-ca names the CA file (PEM) to trust and
+// -sasl-mechanism and -sasl-user the SASL login, whose password comes from
+// the environment variable KBATCH_PROBE_SASL_PASSWORD (not a flag, so that
+// it does not show in the process list).
+//
 // It retries until -timeout passes: exit 0 once ready, exit 1 with a message
 // on stderr when the deadline passes, exit 2 on bad flags.
 package main
@@ -23,7 +28,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbatch/kbatch/security"
 )
+
+// passwordEnv holds the SASL password.
+const passwordEnv = "KBATCH_PROBE_SASL_PASSWORD"
 
 func main() {
 	var (
@@ -35,10 +45,30 @@ func main() {
 		quiet        = flag.Bool("q", false, "print nothing on success")
 		verbose      = flag.Bool("v", false, "print every failed attempt")
 		attemptLimit = flag.Duration("attempt-timeout", 5*time.Second, "timeout of one attempt")
+		tlsCA        = flag.String("tls-ca", "", "dial with TLS, trusting the CA certificates of this PEM file")
+		mechanism    = flag.String("sasl-mechanism", "", "authenticate with this SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); password from $"+passwordEnv)
+		user         = flag.String("sasl-user", "", "the SASL user")
 	)
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "probe: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	var sec security.Config
+	if *tlsCA != "" {
+		tc, err := security.TLSFiles(*tlsCA, "", "")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "probe: %v\n", err)
+			os.Exit(2)
+		}
+		sec.TLS = tc
+	}
+	if *mechanism != "" {
+		sec.SASL = &security.SASL{Mechanism: security.Mechanism(*mechanism), User: *user, Password: security.Secret(os.Getenv(passwordEnv))}
+	}
+	secOpts, err := sec.Options()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "probe: %v\n", err)
 		os.Exit(2)
 	}
 	seeds := splitBrokers(*brokers)
@@ -65,7 +95,7 @@ func main() {
 		if *createTopic && per < 15*time.Second && remaining > per {
 			per = min(15*time.Second, remaining)
 		}
-		summary, err := attempt(seeds, per, *createTopic, *requireK848)
+		summary, err := attempt(seeds, per, *createTopic, *requireK848, secOpts)
 		if err == nil {
 			if !*quiet {
 				fmt.Printf("probe: %s ready after %s (%d attempt(s)): %s\n",
@@ -101,17 +131,17 @@ func splitBrokers(s string) []string {
 }
 
 // attempt does one full readiness check with a fresh client.
-func attempt(seeds []string, timeout time.Duration, createTopic, requireK848 bool) (string, error) {
+func attempt(seeds []string, timeout time.Duration, createTopic, requireK848 bool, secOpts []kgo.Opt) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append(secOpts,
 		kgo.SeedBrokers(seeds...),
 		kgo.DialTimeout(2*time.Second),
 		kgo.RequestRetries(0),
 		kgo.RetryTimeout(timeout),
 		kgo.MetadataMinAge(100*time.Millisecond),
-	)
+	)...)
 	if err != nil {
 		return "", fmt.Errorf("new client: %w", err)
 	}
