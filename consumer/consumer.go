@@ -60,9 +60,10 @@ type Consumer struct {
 	// so that Close knows when a handler calls it.
 	handlerGoroutines sync.Map
 
-	running  atomic.Bool  // set while Run runs
-	stopping atomic.Bool  // set when the poll loop stops: drains are closes, not revokes
-	fatal    atomic.Value // error: why the poll loop stopped on its own (set once)
+	running  atomic.Bool                        // set while Run runs
+	stopping atomic.Bool                        // set when the poll loop stops: drains are closes, not revokes
+	fatal    atomic.Pointer[error]              // why Run stopped on its own; set once, by fail
+	stopPoll atomic.Pointer[context.CancelFunc] // ends the poll loop; set by Run
 
 	runOnce         sync.Once
 	closeOnce       sync.Once
@@ -71,6 +72,7 @@ type Consumer struct {
 	runDone         chan struct{} // closed when Run returns
 
 	logLimit map[string]time.Time // poll loop only: last time a repeated warning was logged
+	sampler  sampler              // per-record and per-retry lines
 
 	stats  counters
 	hist   histograms
@@ -163,16 +165,12 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	if cfg.Reset == ResetLatest {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	// Security goes to every client kbatch makes: the member and the
-	// dead-letter producers (conn), before ClientOpts.
+	// Security goes to every client kbatch makes: the member, and through
+	// it (connectionOpts) the dead-letter producer; before ClientOpts.
 	secOpts, err := cfg.Security.Options()
 	if err != nil {
 		return nil, &ConfigError{Field: "Security", Reason: err.Error()}
 	}
-	// conn are the options every client kbatch makes shares: where the
-	// cluster is and how to reach it (ClientOpts: TLS, SASL, dialer, ...).
-	conn := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(kgoLogger{cfg.Logger})}, secOpts...)
-	conn = append(conn, cfg.ClientOpts...)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -183,7 +181,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		// resumed after a pause waits at most this long behind a long poll
 		// already in flight. ClientOpts may override it.
 		kgo.FetchMaxWait(500 * time.Millisecond),
-		kgo.WithLogger(kgoLogger{cfg.Logger}),
+		kgo.WithLogger(kgoLogger{l: cfg.Logger, min: *cfg.ClientLogLevel}),
 	}
 	opts = append(opts, c.flow.clientOpts()...)
 	opts = append(opts, secOpts...)
@@ -213,7 +211,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		c.flow.fetchBytes.Store(int32(v.Int()))
 	}
 	if cfg.DeadLetter != nil {
-		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cfg.Topics, cl, conn)
+		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cfg.Topics, cl)
 	}
 	return c, nil
 }
@@ -246,6 +244,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
+	c.stopPoll.Store(&stopPolling)
 	go func() {
 		select {
 		case <-c.closing:
@@ -287,7 +286,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if !c.waitWorkers(ws, abandonAfter) {
 		c.abandon(ws)
 	}
-	if err, _ := c.fatal.Load().(error); err != nil {
+	if err := c.fatalErr(); err != nil {
 		return err
 	}
 	return nil
@@ -331,6 +330,26 @@ func goid() uint64 {
 		id = id*10 + uint64(ch-'0')
 	}
 	return id
+}
+
+// fail makes Run stop with err (the first one given wins): the poll loop
+// ends, the batches in flight drain, what completed is committed, and Run
+// returns err.
+func (c *Consumer) fail(err error) {
+	if c.fatal.CompareAndSwap(nil, &err) {
+		c.cfg.Logger.Error("kbatch: cannot go on, stopping", "err", err)
+	}
+	if stop := c.stopPoll.Load(); stop != nil {
+		(*stop)()
+	}
+}
+
+// fatalErr is the error Run stops with, nil if none.
+func (c *Consumer) fatalErr() error {
+	if p := c.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // drainReason is the flush reason of a worker asked to drain.
@@ -429,8 +448,7 @@ func (c *Consumer) fetchError(topic string, partition int32, err error) {
 		if topic != "" {
 			what = "topic " + topic
 		}
-		c.fatal.CompareAndSwap(nil, fmt.Errorf("kbatch: cannot consume %s: %w", what, err))
-		c.cfg.Logger.Error("kbatch: cannot consume, stopping", "topic", topic, "err", err)
+		c.fail(fmt.Errorf("kbatch: cannot consume %s: %w", what, err))
 		return
 	}
 	key := topic + "\x00" + err.Error()

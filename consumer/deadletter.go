@@ -2,8 +2,11 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -12,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kversion"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // Headers added to a dead-lettered record, after its own.
@@ -49,7 +54,7 @@ type deadLetterWriter struct {
 	cfg     *DeadLetter
 	sources []string    // Config.Topics
 	admin   *kgo.Client // the member's client, for metadata and admin calls
-	opts    []kgo.Opt   // connection options for the producer
+	opts    []kgo.Opt   // connection options for the producer, read back from admin
 
 	mu      sync.Mutex
 	ensured map[string]bool // dead-letter topics known to exist
@@ -58,8 +63,51 @@ type deadLetterWriter struct {
 	closed  bool
 }
 
-func newDeadLetterWriter(cfg *DeadLetter, sources []string, admin *kgo.Client, opts []kgo.Opt) *deadLetterWriter {
-	return &deadLetterWriter{cfg: cfg, sources: sources, admin: admin, opts: opts, ensured: map[string]bool{}}
+func newDeadLetterWriter(cfg *DeadLetter, sources []string, admin *kgo.Client) *deadLetterWriter {
+	return &deadLetterWriter{cfg: cfg, sources: sources, admin: admin, opts: connectionOpts(admin), ensured: map[string]bool{}}
+}
+
+// connectionOpts are the options that say how cl reaches the cluster (seed
+// brokers, TLS, SASL, dialer, client ID, timeouts, versions, logger), read
+// back from it: the dead-letter producer connects exactly as the member
+// does, with Config.Security and what ClientOpts set, but without the
+// member's hooks (a metrics plugin such as kprom registers once per client
+// it is given, and refuses a second).
+func connectionOpts(cl *kgo.Client) []kgo.Opt {
+	var opts []kgo.Opt
+	if v, ok := cl.OptValue(kgo.SeedBrokers).([]string); ok {
+		opts = append(opts, kgo.SeedBrokers(v...))
+	}
+	if v, ok := cl.OptValue(kgo.DialTLSConfig).(*tls.Config); ok && v != nil {
+		opts = append(opts, kgo.DialTLSConfig(v))
+	}
+	if v, ok := cl.OptValue(kgo.Dialer).(func(context.Context, string, string) (net.Conn, error)); ok && v != nil {
+		opts = append(opts, kgo.Dialer(v))
+	}
+	if v, ok := cl.OptValue(kgo.SASL).([]sasl.Mechanism); ok && len(v) > 0 {
+		opts = append(opts, kgo.SASL(v...))
+	}
+	if vs := cl.OptValues(kgo.ClientID); len(vs) == 2 {
+		if id, set := vs[0].(string), vs[1].(bool); set {
+			opts = append(opts, kgo.ClientID(id))
+		}
+	}
+	if v, ok := cl.OptValue(kgo.DialTimeout).(time.Duration); ok && v > 0 {
+		opts = append(opts, kgo.DialTimeout(v))
+	}
+	if v, ok := cl.OptValue(kgo.RequestTimeoutOverhead).(time.Duration); ok && v > 0 {
+		opts = append(opts, kgo.RequestTimeoutOverhead(v))
+	}
+	if v, ok := cl.OptValue(kgo.MaxVersions).(*kversion.Versions); ok && v != nil {
+		opts = append(opts, kgo.MaxVersions(v))
+	}
+	if v, ok := cl.OptValue(kgo.MinVersions).(*kversion.Versions); ok && v != nil {
+		opts = append(opts, kgo.MinVersions(v))
+	}
+	if v, ok := cl.OptValue(kgo.WithLogger).(kgo.Logger); ok && v != nil {
+		opts = append(opts, kgo.WithLogger(v))
+	}
+	return opts
 }
 
 // maxMessageBytes reads a topic's max.message.bytes; ok is false when it
@@ -224,7 +272,17 @@ func truncate(s string, n int) string {
 // retries with backoff and reports false only when the worker must stop.
 func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason string) bool {
 	c := w.c
-	ok := w.retry("dead-letter write", &c.stats.deadLetterErrors, nil, func() error {
+	// A write the cluster refuses for authorization (no WRITE on the
+	// topic, no DESCRIBE to find it, no CREATE to make it) cannot pass
+	// by waiting: Run stops with it. The record stays uncommitted.
+	refused := func(err error) bool {
+		if !isFatal(err) {
+			return false
+		}
+		c.fail(fmt.Errorf("kbatch: cannot dead-letter %s offset %d: %w", w.tp, r.Offset, err))
+		return true
+	}
+	ok := w.retry("dead-letter write", &c.stats.deadLetterErrors, refused, func() error {
 		ctx, cancel := context.WithTimeout(w.ctx, c.cfg.CommitTimeout)
 		defer cancel()
 		return c.deadLetters.write(ctx, r, attempts, reason)
@@ -234,8 +292,8 @@ func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason st
 	}
 	c.stats.deadLettered.Add(1)
 	w.topic.deadLettered.Add(1)
-	c.cfg.Logger.Warn("kbatch: record dead-lettered", "partition", w.tp.String(), "offset", r.Offset,
-		"attempts", attempts, "reason", reason)
+	c.sampler.log(c.cfg.Logger, slog.LevelWarn, "dlq "+w.tp.String(), "kbatch: record dead-lettered",
+		"partition", w.tp.String(), "offset", r.Offset, "attempts", attempts, "reason", truncate(reason, MaxErrorHeader))
 	one := []recState{*st}
 	if !c.gate.markDone(w, one) {
 		return false

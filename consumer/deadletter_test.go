@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/internal/kafkatest"
@@ -149,7 +151,7 @@ func TestPartialFailureCommitsExactlyTheRecordsBeforeTheIndex(t *testing.T) {
 // Guards invariant 8's last clause: when the dead-letter write fails, the
 // partition stops advancing at the record: nothing after it is handled and the
 // commit does not pass it.
-func TestFailingDeadLetterWriteStopsThePartition(t *testing.T) {
+func TestDeadLetterTopicThatCanNeverBeWrittenStopsRun(t *testing.T) {
 	const n, poison = 300, 120
 	brokers, topic, cfg := onePartition(t, n, produce100)
 	group := cfg.Group
@@ -175,18 +177,99 @@ func TestFailingDeadLetterWriteStopsThePartition(t *testing.T) {
 		}
 		return nil
 	})
-	waitUntil(t, 30*time.Second, "dead-letter write failures", func() bool { return m.c.Stats().DeadLetterErrors >= 3 })
-	waitUntil(t, 10*time.Second, "the commit up to the poison record", func() bool {
-		return kafkatest.CommittedOffsets(t, brokers, group, topic)[0] == poison
-	})
-	if err := m.stop(); err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-m.done:
+		m.done <- err
+		if !errors.Is(err, kerr.InvalidTopicException) {
+			t.Fatalf("Run = %v, want the refused dead-letter topic", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30s after the dead-letter topic was refused")
 	}
 	if got := kafkatest.CommittedOffsets(t, brokers, group, topic)[0]; got != poison {
 		t.Fatalf("committed %d, want %d: the commit passed a record whose dead-letter write failed", got, poison)
 	}
 	if after.Load() != 0 {
 		t.Fatalf("%d records after the stalled one were handled", after.Load())
+	}
+}
+
+// Guards invariant 8's other half: a dead-letter write that fails for a
+// while (the broker answers NOT_ENOUGH_REPLICAS) stalls the partition at the
+// record, retried, never committed past, and the partition goes on once the
+// write passes. Runs on an embedded cluster that refuses the first produce
+// requests.
+func TestFailingDeadLetterWriteStallsThePartitionUntilItPasses(t *testing.T) {
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	const topic, n, poison = "stall", 300, 120
+	adm := kafkatest.Admin(t, brokers)
+	for _, tp := range []string{topic, topic + ".dlq"} {
+		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kafkatest.Produce(t, brokers, topic, n, value100)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotEnoughReplicas.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	cfg := baseConfig(t, topic, "stall-group")
+	cfg.Brokers = brokers
+	cfg.DeadLetter = &DeadLetter{}
+	cfg.CommitTimeout = 300 * time.Millisecond // bounds each dead-letter write too
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3}
+	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
+	var after atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if r.Offset == poison {
+				return FailedAt(i, Permanent(errors.New("poison")))
+			}
+			if r.Offset > poison {
+				after.Add(1)
+			}
+		}
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "dead-letter write failures", func() bool { return m.c.Stats().DeadLetterErrors >= 3 })
+	waitUntil(t, 10*time.Second, "the commit up to the poison record", func() bool {
+		return kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0] == poison
+	})
+	if after.Load() != 0 {
+		t.Fatalf("%d records after the stalled one were handled while its dead-letter write failed", after.Load())
+	}
+	refuse.Store(false)
+	waitUntil(t, 30*time.Second, "the partition to go on once the write passes", func() bool {
+		return kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0] == n
+	})
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.c.Stats(); s.DeadLettered != 1 {
+		t.Fatalf("dead-lettered %d, want 1", s.DeadLettered)
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/dedupe"
@@ -406,5 +408,88 @@ func TestMissingTopicIsCountedAndRunGoesOn(t *testing.T) {
 	}
 	if err := m.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Guards the dead-letter producer's options: it used to be built from
+// ClientOpts, so a metrics hook given there (kprom, as the README shows) was
+// registered a second time and panicked on the first dead-lettered record.
+// The producer connects as the member does, without its hooks.
+func TestDeadLetterProducerDoesNotTakeTheMembersHooks(t *testing.T) {
+	_, topic, cfg := onePartition(t, 3, produce100)
+	reg := prometheus.NewRegistry()
+	cfg.ClientOpts = append(cfg.ClientOpts, kgo.WithHooks(kprom.NewMetrics("kbatch_client", kprom.Registry(reg))))
+	cfg.DeadLetter = &DeadLetter{}
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		return FailedAt(0, Permanent(errors.New("malformed")))
+	})
+	readAll(t, cfg.Brokers, topic+".dlq", 3, 30*time.Second)
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Guards invariant 8 with authorization: a dead-letter write the cluster
+// refuses (no WRITE on the topic) cannot pass by retrying. Run used to
+// retry and log for ever and return nil on close; it now stops with the
+// error, and the refused record is not committed. Runs on an embedded
+// cluster that refuses produce requests to the dead-letter topic.
+func TestRefusedDeadLetterWriteStopsRunWithoutLosingTheRecord(t *testing.T) {
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	const topic = "nowrite"
+	adm := kafkatest.Admin(t, brokers)
+	for _, tp := range []string{topic, topic + ".dlq"} {
+		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kafkatest.Produce(t, brokers, topic, 10, value100)
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	cfg := baseConfig(t, topic, "nowrite-group")
+	cfg.Brokers = brokers
+	cfg.DeadLetter = &DeadLetter{}
+	c, err := New(cfg, func(_ context.Context, b *Batch) error {
+		if b.FirstOffset() <= 4 && b.LastOffset() >= 4 {
+			return FailedAt(int(4-b.FirstOffset()), Permanent(errors.New("malformed")))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, kerr.TopicAuthorizationFailed) || !strings.Contains(err.Error(), "dead-letter") {
+			t.Fatalf("Run = %v, want TOPIC_AUTHORIZATION_FAILED naming the dead-letter write", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = c.Close()
+		t.Fatal("Run still running 30s after the dead-letter topic refused a write")
+	}
+	if got := kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0]; got != 4 {
+		t.Fatalf("committed %d, want 4: up to the record that could not be dead-lettered", got)
 	}
 }

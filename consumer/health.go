@@ -28,7 +28,7 @@ func (c *Consumer) Health() Health {
 	switch {
 	case c.closedOrDone():
 		h.Ready, h.Live, h.Reason = false, false, "stopped"
-		if err, _ := c.fatal.Load().(error); err != nil {
+		if err := c.fatalErr(); err != nil {
 			h.Reason = "stopped: " + err.Error()
 		}
 		return h

@@ -30,8 +30,7 @@ func (c *Consumer) watchTopics(ctx context.Context, stop func()) {
 		case <-t.C:
 		}
 		if err := c.checkTopics(ctx); err != nil {
-			c.fatal.CompareAndSwap(nil, err)
-			c.cfg.Logger.Error("kbatch: cannot consume, stopping", "err", err)
+			c.fail(err)
 			stop()
 			return
 		}
