@@ -59,7 +59,7 @@ func (b *Batch) LastOffset() int64 { return b.Records[len(b.Records)-1].Offset }
 // this time included (the dequeue count). It is durable with a Dedupe store.
 func (b *Batch) Attempts(i int) int {
 	if b.state == nil {
-		return b.Attempt
+		return max(b.Attempt, 1)
 	}
 	return b.state[i].attempts
 }
@@ -110,8 +110,10 @@ func (b *Batch) Mark(ctx context.Context, i int, marker string) error {
 	if slices.Contains(st.markers, marker) {
 		return nil
 	}
-	if err := b.w.c.gate.mark(ctx, b.w.tp, st.key, marker); err != nil {
-		return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
+	if b.w != nil { // nil in a NewTestBatch: no store
+		if err := b.w.c.gate.mark(ctx, b.w.tp, st.key, marker); err != nil {
+			return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
+		}
 	}
 	st.markers = append(st.markers, marker)
 	return nil

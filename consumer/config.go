@@ -179,8 +179,16 @@ type Config struct {
 	// and markers (finished steps) come with it. Default: disabled.
 	Dedupe *Dedupe
 
-	// Logger receives the consumer's logs. Default: discard.
+	// Logger receives the consumer's logs. Default: slog.Default(), so
+	// that a warning about a failing batch reaches someone. Lines that can
+	// repeat per record or per retry (dead-lettered records, failing
+	// batches) are logged at most once per partition every 10s, with a
+	// count of those left out.
 	Logger *slog.Logger
+	// ClientLogLevel is the lowest level of franz-go's own lines passed to
+	// Logger. Default slog.LevelWarn (kgo's INFO lines about connections
+	// and group joins stay out); set slog.LevelDebug to see them all.
+	ClientLogLevel *slog.Level
 	// Security is the connection's TLS and SASL (Java: security.protocol,
 	// ssl.*, sasl.*), used by every client the consumer makes: the group
 	// member (and the admin calls made through it) and the dead-letter
@@ -257,8 +265,12 @@ func (cfg Config) withDefaults() Config {
 		}
 		cfg.Dedupe = &d
 	}
+	if cfg.ClientLogLevel == nil {
+		warn := slog.LevelWarn
+		cfg.ClientLogLevel = &warn
+	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.Logger = slog.Default()
 	}
 	return cfg
 }

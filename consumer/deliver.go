@@ -3,6 +3,7 @@ package consumer
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -83,7 +84,7 @@ func (w *worker) backoff(attempt int, err error, b *Batch) bool {
 	}
 	wait := backoff(w.c.cfg.Retry, attempt-1)
 	if len(b.Records) > 0 {
-		w.c.cfg.Logger.Warn("kbatch: batch failed, retrying", "partition", w.tp.String(),
+		w.c.sampler.log(w.c.cfg.Logger, slog.LevelWarn, "retry "+w.tp.String(), "kbatch: batch failed, retrying", "partition", w.tp.String(),
 			"first_offset", b.FirstOffset(), "records", len(b.Records), "attempt", attempt-1, "retry_in", wait, "err", err)
 	}
 	return w.sleep(wait)

@@ -56,3 +56,33 @@ func Example() {
 	// orders/0 offsets 6-6 (wait)
 	// records: 7
 }
+
+// A handler's unit test with NewTestBatch: the second delivery of an order
+// whose charge was marked earlier must not charge it again.
+func ExampleNewTestBatch() {
+	charged := map[string]int{}
+	handler := func(ctx context.Context, b *consumer.Batch) error {
+		for i := range b.Records {
+			if !b.HasMarker(i, "charged") {
+				charged[b.Key(i)]++
+				if err := b.Mark(ctx, i, "charged"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	recs := []*kgo.Record{{Value: []byte("order 1")}, {Value: []byte("order 2")}}
+	b := consumer.NewTestBatch("orders", 0, recs, []consumer.RecordState{
+		{Key: "o-1", Attempts: 2, Markers: []string{"charged"}}, // charged before a crash
+		{Key: "o-2"},
+	})
+	if err := handler(context.Background(), b); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println("o-1 charged", charged["o-1"], "times; o-2", charged["o-2"], "; attempts", b.Attempts(0), b.Attempts(1))
+	fmt.Println("markers of o-2:", b.Markers(1))
+	// Output:
+	// o-1 charged 0 times; o-2 1 ; attempts 2 1
+	// markers of o-2: [charged]
+}

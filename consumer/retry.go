@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,8 @@ func (w *worker) retry(what string, errs *atomic.Int64, refuses func(error) bool
 			return false
 		}
 		wait := backoff(w.c.cfg.Retry, attempt)
-		w.c.cfg.Logger.Warn("kbatch: "+what+" failed, partition waits", "partition", w.tp.String(),
-			"attempt", attempt, "retry_in", wait, "err", err)
+		w.c.sampler.log(w.c.cfg.Logger, slog.LevelWarn, what+" "+w.tp.String(), "kbatch: "+what+" failed, partition waits",
+			"partition", w.tp.String(), "attempt", attempt, "retry_in", wait, "err", err)
 		if !w.sleep(wait) {
 			return false
 		}

@@ -34,7 +34,7 @@ type worker struct {
 
 	topic    *topicCounters // its topic's counters
 	progress progress       // lag and stall, for Partitions
-	loaded   atomic.Bool // the dedupe state is loaded: the partition is ready
+	loaded   atomic.Bool    // the dedupe state is loaded: the partition is ready
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
