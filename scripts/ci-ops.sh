@@ -39,7 +39,8 @@ die() { log "FAILED: $*"; exit 1; }
 step() { log "==== $*"; }
 
 # need_tools CMD...: install the Debian packages that provide the missing
-# commands (docker-compose: docker-compose; promtool, prometheus: prometheus).
+# commands (docker-compose: docker-compose; promtool, prometheus: prometheus;
+# jq; curl).
 need_tools() {
   local pkgs=() c
   for c in "$@"; do
@@ -47,6 +48,8 @@ need_tools() {
     case "$c" in
       docker-compose) pkgs+=(docker-compose) ;;
       promtool | prometheus) pkgs+=(prometheus) ;;
+      jq) pkgs+=(jq) ;;
+      curl) pkgs+=(curl) ;;
       *) die "no package known for $c" ;;
     esac
   done
@@ -102,8 +105,7 @@ EOF
 }
 
 static() {
-  need_tools docker-compose promtool
-  command -v jq >/dev/null 2>&1 || die "jq is needed"
+  need_tools docker-compose promtool jq
 
   step "testcontainers module: vet and unit tests (the container itself needs Docker)"
   go -C testcontainers vet ./...
@@ -198,8 +200,10 @@ start_example() {
   CGO_ENABLED=0 go build -o "$OUT/bin/" ./examples/orders-etl ./examples/loadgen >&2
   "$OUT/bin/loadgen" ${brokers:+-brokers "$brokers"} -topic "ops-orders-$stamp" -partitions 6 \
     -rate 400 -invalid-every 100 -report 5s >"$OUT/loadgen.log" 2>&1 &
+  LOADGEN_PID="$!"
   STARTED_PIDS+=("$!:loadgen")
   if [[ -z "$brokers" ]]; then
+    LOADGEN_OWNS_BROKER=1
     wait_for 60 "loadgen's embedded broker" grep -q '^loadgen: embedded kfake broker on ' "$OUT/loadgen.log"
     brokers="$(sed -n 's/^loadgen: embedded kfake broker on //p' "$OUT/loadgen.log")"
   fi
@@ -209,6 +213,7 @@ start_example() {
     -dir "$OUT/orders-etl" -metrics "127.0.0.1:$port" >"$OUT/orders-etl.log" 2>&1 &
   STARTED_PIDS+=("$!:orders-etl")
   wait_for 60 "orders-etl's metrics on 127.0.0.1:$port" curl -sf --max-time 2 "http://127.0.0.1:$port/metrics"
+  wait_for 60 "orders-etl to be ready (/readyz)" curl -sf --max-time 2 "http://127.0.0.1:$port/readyz"
   log "orders-etl serves metrics on 127.0.0.1:$port (brokers $brokers; logs in $OUT)"
   EXAMPLE_ADDR="127.0.0.1:$port"
 }
@@ -290,8 +295,24 @@ EOF
   log "live metrics: every series and every dashboard expression has data ($total expressions), $loaded alert rules evaluate"
 }
 
+# check_lag_falls: once the load generator stops, the consumer catches up and
+# Prometheus must see its lag fall to 0 on every partition it reports.
+check_lag_falls() {
+  local peak
+  peak="$(query 'max(max_over_time(kbatch_partition_lag_records{job="kbatch"}[5m]))' | jq -r '.data.result[0].value[1] // "none"')"
+  [[ "$peak" != "none" ]] || die "no kbatch_partition_lag_records series to watch"
+  log "highest lag seen while loadgen ran: $peak records; stopping loadgen"
+  stop_pid "$LOADGEN_PID" loadgen
+  lag_zero() {
+    query 'count(kbatch_partition_lag_records{job="kbatch"} > 0) or vector(0)' | jq -e '.data.result[0].value[1] == "0"' >/dev/null &&
+      query 'count(kbatch_partition_lag_records{job="kbatch"})' | jq -e '(.data.result[0].value[1] // "0" | tonumber) > 0' >/dev/null
+  }
+  wait_for 60 "kbatch_partition_lag_records to fall to 0 on every partition" lag_zero
+  log "lag fell to 0 on every partition once loadgen stopped"
+}
+
 live() {
-  need_tools prometheus promtool
+  need_tools prometheus promtool jq curl
   trap cleanup_live EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -301,6 +322,11 @@ live() {
     addr="$EXAMPLE_ADDR"
   fi
   check_live_metrics "$addr"
+  if [[ -n "${LOADGEN_PID:-}" && -z "${LOADGEN_OWNS_BROKER:-}" ]]; then
+    check_lag_falls
+  elif [[ -n "${LOADGEN_PID:-}" ]]; then
+    log "lag check skipped: the broker lives in loadgen (set KAFKA_BROKERS to run it)"
+  fi
 }
 
 case "${1:-static}" in

@@ -8,6 +8,9 @@
 #      (KBATCH_CHAOS=1 KBATCH_CHAOS_BROKER_RESTART=1), printing its CHAOS-SUMMARY lines;
 #   4. the interop suite (./interop): kcat produces, kbatch consumes, Kafka's
 #      ConsumerGroupCommand must show LAG 0 (KBATCH_INTEROP=1);
+#   4b. the live operations check (scripts/ci-ops.sh live): loadgen and orders-etl on this
+#      broker, a real Prometheus scraping it: every dashboard and alert expression has data,
+#      and the lag falls to 0 once loadgen stops;
 #   5. always brings the broker down at exit, whatever happened.
 #
 # Every step runs even if an earlier one failed; the script exits non-zero if any failed and
@@ -23,7 +26,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 KAFKA_SH="$REPO_ROOT/scripts/kafka/kafka.sh"
 LOG_DIR="${KBATCH_CI_LOG_DIR:-$(mktemp -d -t kbatch-ci.XXXXXX)}"
-STEPS="${KBATCH_CI_STEPS:-race chaos interop}"
+STEPS="${KBATCH_CI_STEPS:-race chaos interop ops}"
 mkdir -p "$LOG_DIR"
 
 export KAFKA_BROKERS="127.0.0.1:${KBATCH_KAFKA_PORT:-9092}"
@@ -86,6 +89,11 @@ fi
 if wants interop; then
   step "interop suite" "$LOG_DIR/interop.log" \
     env KBATCH_INTEROP=1 go test -count=1 -timeout 10m ./interop/ -v
+fi
+
+if wants ops; then
+  step "live Prometheus against orders-etl" "$LOG_DIR/ops-live.log" \
+    bash scripts/ci-ops.sh live
 fi
 
 if (( ${#failed[@]} > 0 )); then

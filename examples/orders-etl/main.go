@@ -30,7 +30,9 @@
 //	go run ./examples/orders-etl -serve -brokers 127.0.0.1:9092 -topic orders -group orders-etl -dir /tmp/orders -metrics 127.0.0.1:9100
 //
 // -metrics serves Prometheus metrics on /metrics: kbatch's (kbatch_*) and
-// franz-go's client metrics (kbatch_client_*). examples/loadgen produces
+// franz-go's client metrics (kbatch_client_*); and on the same address the
+// consumer's health: /readyz (joined and loaded) and /healthz (no partition
+// stalled). examples/loadgen produces
 // orders at a steady rate for it.
 package main
 
@@ -155,6 +157,10 @@ func serve(f flags) error {
 		reg.MustRegister(kp, newCollector(c))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		health := c.HealthHandler() // /healthz (live), /readyz (ready)
+		mux.Handle("/healthz", health)
+		mux.Handle("/livez", health)
+		mux.Handle("/readyz", health)
 		srv := &http.Server{Addr: f.metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.ListenAndServe() }()
 		defer srv.Close()
