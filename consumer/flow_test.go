@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,10 +49,11 @@ func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 }
 
 // Guards invariant 6 at many partitions: 64 partitions share a buffer of
-// 2,000 records while a batch takes 1,000, so no partition's batch can ever
-// fill; MaxWait is an hour. The consumer used to wait out MaxWait for every
-// batch; with a full buffer closing open batches every record arrives long
-// before.
+// 2,000 records while a batch takes 1,000, so no partition's batch can fill
+// while the others hold records. The consumer used to wait out MaxWait for
+// every batch (32 rounds of 2s here); with a full buffer closing the largest
+// open batches, only a partition's last records (its tail, when nothing more
+// arrives) wait for MaxWait.
 func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
 	const n, parts = 64_000, 64
 	brokers := kafkatest.Brokers(t)
@@ -60,21 +62,31 @@ func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
-	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Hour}
+	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: 2 * time.Second}
 	cfg.MaxBufferedRecords = 2000
 	l := newLedger()
 	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
 		l.add(b)
 		return nil
 	})
-	waitUntil(t, 120*time.Second, "every record handled", func() bool { return l.distinct.Load() >= n })
+	defer func() {
+		if t.Failed() {
+			t.Logf("handled %d; stats %+v", l.distinct.Load(), m.c.Stats())
+			t.Log(m.c.flow.debugState())
+		}
+	}()
+	waitUntil(t, 60*time.Second, "every record handled", func() bool { return l.distinct.Load() >= n })
 	if err := m.stop(); err != nil {
 		t.Fatal(err)
 	}
 	if lost, dups, disorder := l.check(kafkatest.EndOffsets(t, brokers, topic)); lost+dups+disorder != 0 {
 		t.Fatalf("lost %d, duplicates %d, out of order %d", lost, dups, disorder)
 	}
-	if s := m.c.Stats(); s.PeakBufferedRecords > 2000 {
+	s := m.c.Stats()
+	if s.Flushes[FlushWait] > 2*parts || s.Flushes[FlushBuffer] == 0 {
+		t.Fatalf("flushes by reason %v: batches waited for MaxWait instead of being closed by the full buffer", s.Flushes)
+	}
+	if s.PeakBufferedRecords > 2000 {
 		t.Fatalf("peak buffered %d records, bound 2000", s.PeakBufferedRecords)
 	}
 }
@@ -148,4 +160,17 @@ func TestFetchSizeFollowsTheBoundAndTheCompressionRatio(t *testing.T) {
 	if got := f.fetchBytes.Load(); got != minFetchBytes {
 		t.Fatalf("fetch size %d, want the floor %d", got, minFetchBytes)
 	}
+}
+
+// debugState describes every partition's share, for a failing test.
+func (f *flow) debugState() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := fmt.Sprintf("buffered %d/%d bytes %d, fetch %d\n", f.buffered.Load(), f.maxRecs, f.bufferedBytes.Load(), f.fetchBytes.Load())
+	for tp, p := range f.parts {
+		if p.held > 0 || p.paused || p.open.Load() > 0 {
+			out += fmt.Sprintf("  %s held %d open %d paused %v flushReq %d\n", tp, p.held, p.open.Load(), p.paused, p.flushReq.Load())
+		}
+	}
+	return out
 }
