@@ -63,6 +63,10 @@ type deadLetterWriter struct {
 	closed  bool
 }
 
+// errDeadLetterProducer wraps a failure to make the dead-letter producer: its
+// options are wrong, which no retry can mend.
+var errDeadLetterProducer = errors.New("making the dead-letter producer")
+
 func newDeadLetterWriter(cfg *DeadLetter, sources []string, admin *kgo.Client) *deadLetterWriter {
 	return &deadLetterWriter{cfg: cfg, sources: sources, admin: admin, opts: connectionOpts(admin), ensured: map[string]bool{}}
 }
@@ -79,9 +83,9 @@ func connectionOpts(cl *kgo.Client) []kgo.Opt {
 		opts = append(opts, kgo.SeedBrokers(v...))
 	}
 	if v, ok := cl.OptValue(kgo.DialTLSConfig).(*tls.Config); ok && v != nil {
+		// kgo builds its own dialer from it: copying that too is refused.
 		opts = append(opts, kgo.DialTLSConfig(v))
-	}
-	if v, ok := cl.OptValue(kgo.Dialer).(func(context.Context, string, string) (net.Conn, error)); ok && v != nil {
+	} else if v, ok := cl.OptValue(kgo.Dialer).(func(context.Context, string, string) (net.Conn, error)); ok && v != nil {
 		opts = append(opts, kgo.Dialer(v))
 	}
 	if v, ok := cl.OptValue(kgo.SASL).([]sasl.Mechanism); ok && len(v) > 0 {
@@ -200,7 +204,7 @@ func (d *deadLetterWriter) producer(ctx context.Context) (*kgo.Client, error) {
 	opts = append(opts, kgo.ProducerBatchMaxBytes(limit), kgo.RequiredAcks(kgo.AllISRAcks()))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("making the dead-letter producer: %w", err)
+		return nil, fmt.Errorf("%w: %w", errDeadLetterProducer, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -276,7 +280,7 @@ func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason st
 	// topic, no DESCRIBE to find it, no CREATE to make it) cannot pass
 	// by waiting: Run stops with it. The record stays uncommitted.
 	refused := func(err error) bool {
-		if !isFatal(err) {
+		if !isFatal(err) && !errors.Is(err, errDeadLetterProducer) {
 			return false
 		}
 		c.fail(fmt.Errorf("kbatch: cannot dead-letter %s offset %d: %w", w.tp, r.Offset, err))

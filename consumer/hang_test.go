@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"errors"
 	"strings"
 	"sync"
@@ -491,5 +493,30 @@ func TestRefusedDeadLetterWriteStopsRunWithoutLosingTheRecord(t *testing.T) {
 	}
 	if got := kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0]; got != 4 {
 		t.Fatalf("committed %d, want 4: up to the record that could not be dead-lettered", got)
+	}
+}
+
+// Guards the dead-letter producer's connection options on a TLS cluster: kgo
+// derives a dialer from DialTLSConfig, and copying both was refused ("cannot
+// set both Dialer and DialTLSConfig"), so no record could be dead-lettered
+// on a TLS cluster.
+func TestDeadLetterProducerConnectsLikeTheMemberOverTLS(t *testing.T) {
+	for name, opt := range map[string]kgo.Opt{
+		"tls":    kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}),
+		"dialer": kgo.Dialer((&net.Dialer{}).DialContext),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"}, ClientOpts: []kgo.Opt{opt}},
+				func(context.Context, *Batch) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			p, err := kgo.NewClient(connectionOpts(c.cl)...)
+			if err != nil {
+				t.Fatalf("the dead-letter producer's options are refused: %v", err)
+			}
+			p.Close()
+		})
 	}
 }

@@ -3,6 +3,7 @@ package securebroker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,8 @@ func TestNoSecretInLogsErrorsOrMetrics(t *testing.T) {
 		Commit: offsetsPolicy(),
 		Dedupe: &consumer.Dedupe{Store: store},
 		Logger: logs.logger(), Security: sec,
+		// franz-go's own lines too, down to its connection and SASL debug.
+		ClientLogLevel: &debugLevel,
 	}
 	fmt.Fprintf(&printed, "%v\n%+v\n%#v\n%s\n", cfg, cfg, cfg, cfg.Security)
 
@@ -133,3 +136,5 @@ func gather(t *testing.T, reg *prometheus.Registry, w *strings.Builder) {
 		fmt.Fprintln(w, mf.String())
 	}
 }
+
+var debugLevel = slog.LevelDebug
