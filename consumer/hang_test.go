@@ -3,8 +3,8 @@ package consumer
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
