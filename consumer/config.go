@@ -144,9 +144,9 @@ type Config struct {
 	// Polls ask for as many records as the bound has room for at the
 	// average record size seen, so one poll can pass it by the spread of
 	// record sizes. The client's own fetch buffer is sized from it too:
-	// kbatch asks for fetches of at most MaxBufferedBytes/8 decompressed
+	// kbatch asks for fetches of at most MaxBufferedBytes/4 decompressed
 	// (divided by the compression ratio it measures and by the brokers),
-	// so the record data a member holds stays within 1.125 x
+	// so the record data a member holds stays within 1.25 x
 	// MaxBufferedBytes. Not counted: about 170 bytes of bookkeeping per
 	// record held, and the Go runtime's own overhead (see the README's
 	// memory section). Default 64 MiB.

@@ -73,7 +73,7 @@ const (
 	pauseAfter = 50 * time.Millisecond
 	// fetchShare is the part of MaxBufferedBytes the client's buffered
 	// fetches may take, decompressed: 1/fetchShare.
-	fetchShare = 8
+	fetchShare = 4
 	// minFetchBytes and maxFetchBytes clamp the fetch size kbatch asks for
 	// (kgo's default FetchMaxBytes is 50 MiB). A fetch still returns a
 	// record batch larger than it, so progress never depends on it.

@@ -142,16 +142,16 @@ func TestFetchSizeFollowsTheBoundAndTheCompressionRatio(t *testing.T) {
 	if got, want := f.fetchBytes.Load(), int32(minFetchBytes); got != want {
 		t.Fatalf("initial fetch size %d, want the floor %d until a ratio is known", got, want)
 	}
-	// Uncompressed records: an eighth of the 8 MiB bound.
+	// Uncompressed records: a quarter of the 8 MiB bound.
 	f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1 << 20, UncompressedBytes: 1 << 20})
 	f.adjustFetch(time.Now())
-	if got, want := f.fetchBytes.Load(), int32(1<<20); got != want {
-		t.Fatalf("fetch size %d for uncompressed records, want an eighth of the bound, %d", got, want)
+	if got, want := f.fetchBytes.Load(), int32(2<<20); got != want {
+		t.Fatalf("fetch size %d for uncompressed records, want a quarter of the bound, %d", got, want)
 	}
 	// Records that decompress to 8x their wire size: followed at once.
 	f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1 << 20, UncompressedBytes: 8 << 20})
 	f.adjustFetch(time.Now().Add(time.Second))
-	if got, want := f.fetchBytes.Load(), int32(128<<10); got != want {
+	if got, want := f.fetchBytes.Load(), int32(256<<10); got != want {
 		t.Fatalf("fetch size %d after a ratio of 8, want %d", got, want)
 	}
 	// Never below the floor, whatever the ratio.
