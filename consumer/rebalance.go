@@ -2,7 +2,10 @@ package consumer
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -298,10 +301,33 @@ func partitionsOf(m map[string][]int32) []offsets.Partition {
 	return out
 }
 
+// flatten summarizes partitions for a log line: per topic, the count and
+// the partition numbers, the list cut after 16 so that a member owning
+// thousands of partitions logs a line, not a page.
 func flatten(m map[string][]int32) []string {
-	var out []string
-	for _, tp := range partitionsOf(m) {
-		out = append(out, tp.String())
+	topics := make([]string, 0, len(m))
+	for t := range m {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	out := make([]string, 0, len(topics))
+	for _, t := range topics {
+		ps := slices.Clone(m[t])
+		slices.Sort(ps)
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: %d [", t, len(ps))
+		for i, p := range ps {
+			if i == 16 {
+				fmt.Fprintf(&b, " ... %d more", len(ps)-i)
+				break
+			}
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(strconv.Itoa(int(p)))
+		}
+		b.WriteByte(']')
+		out = append(out, b.String())
 	}
 	return out
 }
