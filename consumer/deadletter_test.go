@@ -11,7 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/internal/kafkatest"
@@ -200,42 +199,12 @@ func TestDeadLetterTopicThatCanNeverBeWrittenStopsRun(t *testing.T) {
 // write passes. Runs on an embedded cluster that refuses the first produce
 // requests.
 func TestFailingDeadLetterWriteStallsThePartitionUntilItPasses(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
 	const topic, n, poison = "stall", 300, 120
-	adm := kafkatest.Admin(t, brokers)
-	for _, tp := range []string{topic, topic + ".dlq"} {
-		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cluster, brokers := embeddedWithDeadLetter(t, topic)
 	kafkatest.Produce(t, brokers, topic, n, value100)
 	var refuse atomic.Bool
 	refuse.Store(true)
-	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		if !refuse.Load() {
-			return nil, nil, false
-		}
-		r := req.(*kmsg.ProduceRequest)
-		resp := r.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range r.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.NotEnoughReplicas.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refuseProduce(cluster, kerr.NotEnoughReplicas, refuse.Load)
 	cfg := baseConfig(t, topic, "stall-group")
 	cfg.Brokers = brokers
 	cfg.DeadLetter = &DeadLetter{}

@@ -64,8 +64,12 @@ func (w *worker) complete(recs []*kgo.Record, from, to int) {
 	if to <= from {
 		return
 	}
-	if err := w.c.offsets.DoneLeased(w.tp, w.lease, recs[from].Offset, recs[to-1].Offset, to-from); err != nil {
+	wm, moved, err := w.c.offsets.DoneLeased(w.tp, w.lease, recs[from].Offset, recs[to-1].Offset, to-from)
+	if err != nil {
 		w.c.cfg.Logger.Error("kbatch: completing records", "partition", w.tp.String(), "err", err)
+	}
+	if moved {
+		w.next, w.moved = wm.At, true
 	}
 }
 

@@ -51,10 +51,10 @@ type flow struct {
 // flowPart is one owned partition's share of the buffer.
 type flowPart struct {
 	tp        offsets.Partition
-	held      int  // records fetched and not yet released; under flow.mu
-	heldBytes int  // under flow.mu
-	paused    bool // its fetching is paused; under flow.mu
-	gone      bool // removed: never paused or resumed again; under flow.mu
+	held      atomic.Int64 // records fetched and not yet released; written under flow.mu
+	heldBytes int          // under flow.mu
+	paused    bool         // its fetching is paused; under flow.mu
+	gone      bool         // removed: never paused or resumed again; under flow.mu
 
 	// The worker's open batch (records added, not yet flushed): written by
 	// the worker, read by the poll loop to pick what to flush.
@@ -219,7 +219,7 @@ func (f *flow) polled(recs, bytes int64) {
 // hold counts n records of size bytes handed to p's worker.
 func (f *flow) hold(p *flowPart, n, bytes int) {
 	f.mu.Lock()
-	p.held += n
+	p.held.Add(int64(n))
 	p.heldBytes += bytes
 	f.mu.Unlock()
 	recs := f.buffered.Add(int64(n))
@@ -236,11 +236,11 @@ func (f *flow) release(p *flowPart, n, bytes int) {
 		return
 	}
 	f.mu.Lock()
-	p.held -= n
+	held := p.held.Add(-int64(n))
 	p.heldBytes -= bytes
 	if p.paused && !p.gone {
 		limitRecs, limitBytes := f.partitionLimits(len(f.parts))
-		if p.held <= limitRecs/2 && p.heldBytes <= limitBytes/2 {
+		if held <= int64(limitRecs/2) && p.heldBytes <= limitBytes/2 {
 			p.paused = false
 			f.cl.ResumeFetchPartitions(map[string][]int32{p.tp.Topic: {p.tp.Partition}})
 		}
@@ -252,13 +252,6 @@ func (f *flow) release(p *flowPart, n, bytes int) {
 	case f.room <- struct{}{}:
 	default:
 	}
-}
-
-// heldOf is how many records p holds now.
-func (f *flow) heldOf(p *flowPart) int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return int64(p.held)
 }
 
 // setOpen publishes the size of p's open batch. Worker only.
@@ -378,7 +371,7 @@ func (f *flow) pauseOverShare() {
 	limitRecs, limitBytes := f.partitionLimits(len(f.parts))
 	var pause map[string][]int32
 	for _, p := range f.parts {
-		if p.paused || (p.held < limitRecs && p.heldBytes < limitBytes) {
+		if p.paused || (p.held.Load() < int64(limitRecs) && p.heldBytes < limitBytes) {
 			continue
 		}
 		p.paused = true

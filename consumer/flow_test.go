@@ -168,8 +168,8 @@ func (f *flow) debugState() string {
 	defer f.mu.Unlock()
 	out := fmt.Sprintf("buffered %d/%d bytes %d, fetch %d\n", f.buffered.Load(), f.maxRecs, f.bufferedBytes.Load(), f.fetchBytes.Load())
 	for tp, p := range f.parts {
-		if p.held > 0 || p.paused || p.open.Load() > 0 {
-			out += fmt.Sprintf("  %s held %d open %d paused %v flushReq %d\n", tp, p.held, p.open.Load(), p.paused, p.flushReq.Load())
+		if p.held.Load() > 0 || p.paused || p.open.Load() > 0 {
+			out += fmt.Sprintf("  %s held %d open %d paused %v flushReq %d\n", tp, p.held.Load(), p.open.Load(), p.paused, p.flushReq.Load())
 		}
 	}
 	return out

@@ -175,19 +175,8 @@ func TestDeadLetterTakesTheLargestRecordTheSourceAccepts(t *testing.T) {
 // CreateTopics is never sent. Runs on an embedded cluster that refuses
 // CreateTopics from the member.
 func TestExistingDeadLetterTopicIsUsedWithoutCreate(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
 	const topic = "acl"
-	adm := kafkatest.Admin(t, brokers)
-	for _, tp := range []string{topic, topic + ".dlq"} {
-		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cluster, brokers := embeddedWithDeadLetter(t, topic)
 	kafkatest.Produce(t, brokers, topic, 10, value100)
 	var creates atomic.Int64
 	cluster.ControlKey(int16(kmsg.CreateTopics), func(req kmsg.Request) (kmsg.Response, error, bool) {
@@ -437,37 +426,10 @@ func TestDeadLetterProducerDoesNotTakeTheMembersHooks(t *testing.T) {
 // error, and the refused record is not committed. Runs on an embedded
 // cluster that refuses produce requests to the dead-letter topic.
 func TestRefusedDeadLetterWriteStopsRunWithoutLosingTheRecord(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
 	const topic = "nowrite"
-	adm := kafkatest.Admin(t, brokers)
-	for _, tp := range []string{topic, topic + ".dlq"} {
-		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cluster, brokers := embeddedWithDeadLetter(t, topic)
 	kafkatest.Produce(t, brokers, topic, 10, value100)
-	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		r := req.(*kmsg.ProduceRequest)
-		resp := r.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range r.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refuseProduce(cluster, kerr.TopicAuthorizationFailed, nil)
 	cfg := baseConfig(t, topic, "nowrite-group")
 	cfg.Brokers = brokers
 	cfg.DeadLetter = &DeadLetter{}

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/kbatch/kbatch/internal/kafkatest"
 )
 
@@ -118,4 +122,49 @@ func onePartition(t *testing.T, n int, produce func(t *testing.T, brokers []stri
 // produce100 writes n records of 100-byte values.
 func produce100(t *testing.T, brokers []string, topic string, n int) {
 	kafkatest.Produce(t, brokers, topic, n, value100)
+}
+
+// embeddedWithDeadLetter starts a kfake cluster of the test's own (for tests
+// that inject broker errors) holding topic and topic.dlq, one partition
+// each; it is closed when the test ends.
+func embeddedWithDeadLetter(t *testing.T, topic string) (*kfake.Cluster, []string) {
+	t.Helper()
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	adm := kafkatest.Admin(t, brokers)
+	for _, tp := range []string{topic, topic + ".dlq"} {
+		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cluster, brokers
+}
+
+// refuseProduce answers every produce request with code while refusing
+// reports true (always when it is nil).
+func refuseProduce(cluster *kfake.Cluster, code *kerr.Error, refusing func() bool) {
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if refusing != nil && !refusing() {
+			return nil, nil, false
+		}
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = code.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
 }

@@ -242,7 +242,7 @@ func (p *progress) stats(w *worker, now time.Time) PartitionStats {
 	s := PartitionStats{
 		Topic: w.tp.Topic, Partition: w.tp.Partition,
 		HighWatermark: p.hwm.Load(), Next: p.next.Load(),
-		Buffered: w.c.flow.heldOf(w.fp),
+		Buffered: w.fp.held.Load(),
 	}
 	if s.HighWatermark >= 0 && s.Next >= 0 && s.HighWatermark > s.Next {
 		s.LagRecords = s.HighWatermark - s.Next

@@ -34,6 +34,8 @@ type worker struct {
 
 	topic    *topicCounters // its topic's counters
 	progress progress       // lag and stall, for Partitions
+	next     int64          // the watermark after the last completion; worker only
+	moved    bool           // next is set; worker only
 	loaded   atomic.Bool    // the dedupe state is loaded: the partition is ready
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
@@ -261,8 +263,7 @@ func (w *worker) flushAndHandle(reason FlushReason) bool {
 	w.progress.handling(recs[0].Timestamp)
 	ok := w.handle(recs, reason)
 	c.flow.release(w.fp, len(recs), bytes)
-	wm, moved := c.offsets.Watermark(w.tp)
-	w.progress.completed(wm.At, moved, c.flow.heldOf(w.fp) > 0, recs[len(recs)-1].Timestamp, time.Now())
+	w.progress.completed(w.next, w.moved, w.fp.held.Load() > 0, recs[len(recs)-1].Timestamp, time.Now())
 	return ok
 }
 

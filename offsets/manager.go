@@ -191,21 +191,26 @@ func (m *Manager) BeginLeased(p Partition, l Lease, first, last int64, epoch int
 // range held (for the EveryRecords trigger). Done on a partition no longer
 // owned is ignored: its commits are someone else's now.
 func (m *Manager) Done(p Partition, first, last int64, records int) error {
-	return m.DoneLeased(p, 0, first, last, records)
+	_, _, err := m.DoneLeased(p, 0, first, last, records)
+	return err
 }
 
-// DoneLeased is Done under lease l: ignored if p is not owned under l.
-func (m *Manager) DoneLeased(p Partition, l Lease, first, last int64, records int) error {
+// DoneLeased is Done under lease l: ignored if p is not owned under l. It
+// returns p's watermark afterwards (moved is false when nothing of p
+// completed yet, or p is not owned under l).
+func (m *Manager) DoneLeased(p Partition, l Lease, first, last int64, records int) (wm Offset, moved bool, err error) {
 	m.mu.Lock()
 	pt, ok := m.owned(p, l)
 	if !ok {
 		m.mu.Unlock()
-		return nil
+		return Offset{}, false, nil
 	}
 	if err := pt.tracker.Done(first, last); err != nil {
 		m.mu.Unlock()
-		return err
+		return Offset{}, false, err
 	}
+	at, epoch, moved := pt.tracker.Watermark()
+	wm = Offset{At: at, Epoch: epoch}
 	m.sinceCommit += int64(records)
 	trigger := m.cfg.Policy.EveryRecords > 0 && m.sinceCommit >= int64(m.cfg.Policy.EveryRecords)
 	m.mu.Unlock()
@@ -215,7 +220,7 @@ func (m *Manager) DoneLeased(p Partition, l Lease, first, last int64, records in
 		default:
 		}
 	}
-	return nil
+	return wm, moved, nil
 }
 
 // Watermark returns p's contiguous watermark; ok is false when p is not owned

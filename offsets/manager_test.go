@@ -261,3 +261,31 @@ func TestNewManagerRefusesInvalidConfig(t *testing.T) {
 		}
 	}
 }
+
+// Guards the lease: a worker of an earlier assignment that finishes after
+// the partition was assigned again must neither begin nor complete records
+// of the new assignment; completing under the current lease reports the
+// watermark.
+func TestAnOlderLeaseCannotCompleteRecordsOfTheCurrentAssignment(t *testing.T) {
+	m := newManager(t, &fakeCommitter{}, Policy{EveryRecords: 1 << 30})
+	old := m.Assign(p0)
+	must(t, m.BeginLeased(p0, old, 0, 9, 0))
+	cur := m.Assign(p0) // revoked, then assigned back
+	if cur == old {
+		t.Fatal("Assign gave the same lease twice")
+	}
+	must(t, m.BeginLeased(p0, cur, 0, 9, 0))
+	if err := m.BeginLeased(p0, old, 10, 19, 0); err == nil {
+		t.Fatal("Begin under the old lease accepted")
+	}
+	if _, moved, err := m.DoneLeased(p0, old, 0, 9, 10); err != nil || moved {
+		t.Fatalf("Done under the old lease: moved %v, err %v; want ignored", moved, err)
+	}
+	if _, ok := m.Watermark(p0); ok {
+		t.Fatal("the old lease's Done moved the current assignment's watermark")
+	}
+	wm, moved, err := m.DoneLeased(p0, cur, 0, 9, 10)
+	if err != nil || !moved || wm.At != 10 {
+		t.Fatalf("Done under the current lease = %v, %v, %v; want watermark 10", wm, moved, err)
+	}
+}
