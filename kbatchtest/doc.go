@@ -30,6 +30,11 @@
 // an error instead of failing a test, and UniqueName names topics without a
 // testing.TB.
 //
+// A handler's unit test needs no broker: consumer.NewTestBatch builds the
+// Batch kbatch would hand it, with each record's idempotency key, attempts
+// and markers (a replay after a crash, a record handed out for the third
+// time), and records the markers the handler sets.
+//
 // kfake is not Kafka: it serves every broker from one goroutine, accepts
 // topic configs Kafka refuses, and compacts only when asked. Run a suite
 // against a real broker too (KAFKA_BROKERS) before trusting behaviour that
