@@ -77,7 +77,7 @@ func (c *Consumer) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[str
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
 	defer cancel()
 	if err := c.offsets.CommitAndForget(cctx, tps...); err != nil {
-		c.cfg.Logger.Error("kbatch: commit on revoke failed", "partitions", tps, "err", err)
+		c.cfg.Logger.Error("kbatch: commit on revoke failed", "partitions", flatten(revoked), "err", err)
 	}
 	c.resume(tps)
 	c.stats.revoked.Add(int64(len(tps)))
