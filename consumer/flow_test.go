@@ -83,8 +83,14 @@ func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
 		t.Fatalf("lost %d, duplicates %d, out of order %d", lost, dups, disorder)
 	}
 	s := m.c.Stats()
-	if s.Flushes[FlushWait] > 2*parts || s.Flushes[FlushBuffer] == 0 {
+	if s.Flushes[FlushWait] > 2*parts {
 		t.Fatalf("flushes by reason %v: batches waited for MaxWait instead of being closed by the full buffer", s.Flushes)
+	}
+	// kfake returns a little of every partition in each fetch, so the buffer
+	// fills with open batches; Kafka may return whole partitions, so that
+	// batches fill by count before the buffer does.
+	if !kafkatest.IsReal() && s.Flushes[FlushBuffer] == 0 {
+		t.Fatalf("flushes by reason %v: no batch closed by the full buffer", s.Flushes)
 	}
 	if s.PeakBufferedRecords > 2000 {
 		t.Fatalf("peak buffered %d records, bound 2000", s.PeakBufferedRecords)
