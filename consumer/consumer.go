@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"runtime"
 	"sync"
@@ -71,8 +72,7 @@ type Consumer struct {
 	closing         chan struct{} // closed by Close
 	runDone         chan struct{} // closed when Run returns
 
-	logLimit map[string]time.Time // poll loop only: last time a repeated warning was logged
-	sampler  sampler              // per-record and per-retry lines
+	sampler sampler // per-record and per-retry lines
 
 	stats  counters
 	hist   histograms
@@ -133,12 +133,11 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	}
 	c := &Consumer{
 		cfg: cfg, handler: handler,
-		workers:  make(map[offsets.Partition]*worker),
-		fenced:   make(map[offsets.Partition]int64),
-		live:     make(map[*worker]struct{}),
-		closing:  make(chan struct{}),
-		runDone:  make(chan struct{}),
-		logLimit: make(map[string]time.Time),
+		workers: make(map[offsets.Partition]*worker),
+		fenced:  make(map[offsets.Partition]int64),
+		live:    make(map[*worker]struct{}),
+		closing: make(chan struct{}),
+		runDone: make(chan struct{}),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
 	c.hist = newHistograms()
@@ -451,17 +450,8 @@ func (c *Consumer) fetchError(topic string, partition int32, err error) {
 		c.fail(fmt.Errorf("kbatch: cannot consume %s: %w", what, err))
 		return
 	}
-	key := topic + "\x00" + err.Error()
-	now := time.Now()
-	if last, ok := c.logLimit[key]; ok && now.Sub(last) < time.Minute {
-		return
-	}
-	if len(c.logLimit) > 1000 {
-		clear(c.logLimit)
-	}
-	c.logLimit[key] = now
-	c.cfg.Logger.Warn("kbatch: fetch error (repeats are logged once a minute; see Stats.FetchErrors)",
-		"topic", topic, "partition", partition, "err", err)
+	c.sampler.log(c.cfg.Logger, slog.LevelWarn, "fetch "+topic+"\x00"+err.Error(),
+		"kbatch: fetch error (see Stats.FetchErrors)", "topic", topic, "partition", partition, "err", err)
 }
 
 // Stats returns a snapshot of the consumer's counters.

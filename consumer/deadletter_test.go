@@ -165,17 +165,7 @@ func TestDeadLetterTopicThatCanNeverBeWrittenStopsRun(t *testing.T) {
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 1}
 	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
 	var after atomic.Int64
-	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
-		for i, r := range b.Records {
-			if r.Offset == poison {
-				return FailedAt(i, Permanent(errors.New("poison")))
-			}
-			if r.Offset > poison {
-				after.Add(1)
-			}
-		}
-		return nil
-	})
+	m := startMember(t, cfg, poisonAt(poison, &after))
 	select {
 	case err := <-m.done:
 		m.done <- err
@@ -212,17 +202,7 @@ func TestFailingDeadLetterWriteStallsThePartitionUntilItPasses(t *testing.T) {
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3}
 	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
 	var after atomic.Int64
-	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
-		for i, r := range b.Records {
-			if r.Offset == poison {
-				return FailedAt(i, Permanent(errors.New("poison")))
-			}
-			if r.Offset > poison {
-				after.Add(1)
-			}
-		}
-		return nil
-	})
+	m := startMember(t, cfg, poisonAt(poison, &after))
 	waitUntil(t, 30*time.Second, "dead-letter write failures", func() bool { return m.c.Stats().DeadLetterErrors >= 3 })
 	waitUntil(t, 10*time.Second, "the commit up to the poison record", func() bool {
 		return kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0] == poison
@@ -272,5 +252,21 @@ func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 	dlq := readAll(t, brokers, topic+"-dead", 1, 10*time.Second)
 	if len(dlq) != 1 || header(dlq[0], HeaderSourceOffset) != strconv.Itoa(bad) || header(dlq[0], HeaderAttempts) != "1" {
 		t.Fatalf("dead-letter records = %d, want the one at %d with 1 attempt", len(dlq), bad)
+	}
+}
+
+// poisonAt is a handler that fails the record at offset poison permanently
+// and counts in after the records past it that it handled.
+func poisonAt(poison int64, after *atomic.Int64) Handler {
+	return func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if r.Offset == poison {
+				return FailedAt(i, Permanent(errors.New("poison")))
+			}
+			if r.Offset > poison {
+				after.Add(1)
+			}
+		}
+		return nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -69,7 +70,7 @@ func (w *worker) complete(recs []*kgo.Record, from, to int) {
 		w.c.cfg.Logger.Error("kbatch: completing records", "partition", w.tp.String(), "err", err)
 	}
 	if moved {
-		w.next, w.moved = wm.At, true
+		w.progress.advanced(wm.At, time.Now())
 	}
 }
 

@@ -19,10 +19,11 @@ import (
 // their share when handlers are slow, and sizes the client's fetches so that
 // what the client holds stays within a share of the byte bound too.
 //
-// Who calls what: the poll loop calls room, hold, waitForRoom and
-// adjustFetch; workers call setOpen, takeFlush and release; the rebalance
-// callbacks call add and remove. kgo's fetch goroutines call
-// OnFetchBatchRead.
+// Who calls what: the poll loop calls roomFor, polled, waitForRoom (which
+// calls flushLargest and pauseOverShare), flushIdle and adjustFetch; workers
+// call hold (through enqueue, on the poll loop's goroutine), setOpen,
+// takeFlush and release; the rebalance bookkeeping calls add and remove.
+// kgo's fetch goroutines call OnFetchBatchRead.
 type flow struct {
 	cl    *kgo.Client
 	stats *counters
@@ -177,13 +178,6 @@ func (f *flow) remove(p *flowPart) {
 	if f.parts[p.tp] == p {
 		delete(f.parts, p.tp)
 	}
-}
-
-// owned is how many partitions flow control counts.
-func (f *flow) owned() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.parts)
 }
 
 // roomFor is how many records the poll loop may ask for now: what is left of

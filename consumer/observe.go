@@ -214,15 +214,16 @@ func (p *progress) handling(ts time.Time) {
 	p.oldest.Store(unixNano(ts))
 }
 
-// completed records where the watermark is after a batch (next, moved
-// reports whether it moved) and whether records are still held: the oldest
-// of them is then taken to be as old as the batch's newest record, which is
-// right to within one batch. Worker.
-func (p *progress) completed(next int64, moved bool, held bool, newest time.Time, now time.Time) {
-	if moved {
-		p.next.Store(next)
-		p.movedAt.Store(now.UnixNano())
-	}
+// advanced records that the watermark moved to next. Worker.
+func (p *progress) advanced(next int64, now time.Time) {
+	p.next.Store(next)
+	p.movedAt.Store(now.UnixNano())
+}
+
+// settled records, after a batch, whether records are still held: the
+// oldest of them is then taken to be as old as the batch's newest record,
+// which is right to within one batch. Worker.
+func (p *progress) settled(held bool, newest time.Time) {
 	if held {
 		p.oldest.Store(unixNano(newest))
 	} else {

@@ -34,8 +34,6 @@ type worker struct {
 
 	topic    *topicCounters // its topic's counters
 	progress progress       // lag and stall, for Partitions
-	next     int64          // the watermark after the last completion; worker only
-	moved    bool           // next is set; worker only
 	loaded   atomic.Bool    // the dedupe state is loaded: the partition is ready
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
@@ -263,7 +261,7 @@ func (w *worker) flushAndHandle(reason FlushReason) bool {
 	w.progress.handling(recs[0].Timestamp)
 	ok := w.handle(recs, reason)
 	c.flow.release(w.fp, len(recs), bytes)
-	w.progress.completed(w.next, w.moved, w.fp.held.Load() > 0, recs[len(recs)-1].Timestamp, time.Now())
+	w.progress.settled(w.fp.held.Load() > 0, recs[len(recs)-1].Timestamp)
 	return ok
 }
 
