@@ -48,9 +48,10 @@ func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 	t.Logf("flushes by reason %v", s.Flushes)
 }
 
-// Guards invariant 6 at many partitions: 64 partitions share a buffer of
-// 2,000 records while a batch takes 1,000, so no partition's batch can fill
-// while the others hold records. The consumer used to wait out MaxWait for
+// Guards invariant 6 at many partitions: 64 partitions of 1,000 records
+// share a buffer of 2,000 records while a batch takes 2,000, so no batch can
+// ever fill by count: only the full buffer or MaxWait can close one, however
+// the broker splits its fetches. The consumer used to wait out MaxWait for
 // every batch (32 rounds of 2s here); with a full buffer closing the largest
 // open batches, only a partition's last records (its tail, when nothing more
 // arrives) wait for MaxWait.
@@ -62,7 +63,7 @@ func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
-	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: 2 * time.Second}
+	cfg.Batch = batcher.Policy{MaxRecords: 2000, MaxWait: 2 * time.Second}
 	cfg.MaxBufferedRecords = 2000
 	l := newLedger()
 	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
@@ -86,10 +87,10 @@ func TestManyPartitionsWithASmallBufferDoNotWaitForTimers(t *testing.T) {
 	if s.Flushes[FlushWait] > 2*parts {
 		t.Fatalf("flushes by reason %v: batches waited for MaxWait instead of being closed by the full buffer", s.Flushes)
 	}
-	// kfake returns a little of every partition in each fetch, so the buffer
-	// fills with open batches; Kafka may return whole partitions, so that
-	// batches fill by count before the buffer does.
-	if !kafkatest.IsReal() && s.Flushes[FlushBuffer] == 0 {
+	if s.Flushes[FlushRecords] != 0 || s.Flushes[FlushBytes] != 0 {
+		t.Fatalf("flushes by reason %v: a batch filled, the test no longer tests the bound", s.Flushes)
+	}
+	if s.Flushes[FlushBuffer] == 0 {
 		t.Fatalf("flushes by reason %v: no batch closed by the full buffer", s.Flushes)
 	}
 	if s.PeakBufferedRecords > 2000 {
