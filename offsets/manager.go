@@ -23,6 +23,9 @@ func (p Partition) String() string { return fmt.Sprintf("%s/%d", p.Topic, p.Part
 type Offset struct {
 	At    int64
 	Epoch int32
+	// Metadata is the commit metadata: the offsets completed beyond At
+	// (EncodeCompleted), "" when none are. Never over Config.MaxMetadata.
+	Metadata string
 }
 
 // CommitFunc sends one commit of the given offsets and waits for its answer.
@@ -68,13 +71,19 @@ type Config struct {
 	OnFenced func([]Fenced)
 	// Logger receives commit failures. Default: discard.
 	Logger *slog.Logger
+	// MaxMetadata bounds the commit metadata of one partition, in bytes.
+	// Default MaxMetadata (Kafka's default offset.metadata.max.bytes).
+	// Completed ranges that do not fit are left out (handled again after
+	// a restart), never a refused commit.
+	MaxMetadata int
 }
 
 // part is the manager's state for one owned partition.
 type part struct {
 	tracker   *Tracker
-	committed int64 // last offset committed by this member, -1 if none
-	lease     Lease // the assignment this state belongs to
+	committed int64  // last offset committed by this member, -1 if none
+	meta      string // the metadata of that commit
+	lease     Lease  // the assignment this state belongs to
 }
 
 // Lease names one assignment of a partition to this member. Begin and Done
@@ -99,6 +108,10 @@ type Stats struct {
 	CommitErrors     int64 // commit requests or partitions that failed
 	Fenced           int64 // partitions forgotten because a commit was fenced
 	RecordsCommitted int64 // records whose completion was covered by a commit
+	// MetadataCut counts partition commits whose completed ranges beyond
+	// the watermark did not all fit in MaxMetadata: the rest is handled
+	// again after a restart.
+	MetadataCut int64
 }
 
 // Manager is the windowing offset manager. Its methods are safe for
@@ -120,7 +133,7 @@ type Manager struct {
 	sinceCommit int64 // records completed since the last commit
 	leases      Lease // the last lease handed out
 
-	commits, commitErrors, fenced, recordsCommitted atomic.Int64
+	commits, commitErrors, fenced, recordsCommitted, metadataCut atomic.Int64
 }
 
 // NewManager returns a Manager or an error naming the invalid field.
@@ -136,6 +149,12 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.CommitTimeout == 0 {
 		cfg.CommitTimeout = 10 * time.Second
+	}
+	if cfg.MaxMetadata < 0 {
+		return nil, fmt.Errorf("offsets: MaxMetadata must be >= 0, got %d", cfg.MaxMetadata)
+	}
+	if cfg.MaxMetadata == 0 {
+		cfg.MaxMetadata = MaxMetadata
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -279,8 +298,21 @@ func (m *Manager) commitLocked(ctx context.Context, only []Partition) error {
 	toCommit := make(map[Partition]Offset)
 	consider := func(p Partition, pt *part) {
 		at, epoch, moved := pt.tracker.Watermark()
-		if moved && at > pt.committed {
-			toCommit[p] = Offset{At: at, Epoch: epoch}
+		if !moved {
+			return // nothing completed since the assignment: nothing to commit
+		}
+		var meta string
+		if done := pt.tracker.Completed(); len(done) > 0 {
+			var n int
+			meta, n = EncodeCompleted(at, done, m.cfg.MaxMetadata)
+			if n < len(done) {
+				m.metadataCut.Add(1)
+			}
+		}
+		// Commit when the watermark moved, or when more completed beyond
+		// it: that is what a restart may skip.
+		if at > pt.committed || (at == pt.committed && meta != pt.meta) {
+			toCommit[p] = Offset{At: at, Epoch: epoch, Metadata: meta}
 		}
 	}
 	if only == nil {
@@ -341,8 +373,8 @@ func (m *Manager) commitLocked(ctx context.Context, only []Partition) error {
 			m.cfg.Logger.Warn("kbatch: partition commit failed", "partition", p.String(), "offset", off.At, "err", perr)
 			continue
 		}
-		if pt, ok := m.parts[p]; ok && off.At > pt.committed {
-			pt.committed = off.At
+		if pt, ok := m.parts[p]; ok && off.At >= pt.committed {
+			pt.committed, pt.meta = off.At, off.Metadata
 		}
 	}
 	m.mu.Unlock()
@@ -391,5 +423,6 @@ func (m *Manager) Stats() Stats {
 		CommitErrors:     m.commitErrors.Load(),
 		Fenced:           m.fenced.Load(),
 		RecordsCommitted: m.recordsCommitted.Load(),
+		MetadataCut:      m.metadataCut.Load(),
 	}
 }

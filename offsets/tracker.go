@@ -138,3 +138,26 @@ func (t *Tracker) Watermark() (offset int64, epoch int32, ok bool) {
 
 // Pending is the number of begun spans not yet folded into the watermark.
 func (t *Tracker) Pending() int { return len(t.spans) }
+
+// Completed returns the ranges completed beyond the watermark, in offset
+// order: the work a restart may skip (see EncodeCompleted). Completed spans
+// that follow each other in the begun order are merged across the offsets
+// between them, which were never handed out (no record has them). It is
+// empty when completions came in offset order.
+func (t *Tracker) Completed() []Range {
+	var out []Range
+	prevDone := false
+	for _, s := range t.spans {
+		if !s.done {
+			prevDone = false
+			continue
+		}
+		if prevDone {
+			out[len(out)-1].Last = s.last
+		} else {
+			out = append(out, Range{First: s.first, Last: s.last})
+		}
+		prevDone = true
+	}
+	return out
+}
