@@ -130,12 +130,13 @@ const (
 	FlushIdle                       // MaxWait is off and no record arrived for IdleFlush
 	FlushRevoke                     // the partition is revoked
 	FlushClose                      // the consumer is closing
+	FlushReady                      // ByKey or Resequence: records were ready and a goroutine free
 
 	numFlushReasons = iota
 )
 
 // FlushReasons lists every flush reason, in the order of Stats.Flushes.
-var FlushReasons = []FlushReason{FlushRecords, FlushBytes, FlushWait, FlushBuffer, FlushIdle, FlushRevoke, FlushClose}
+var FlushReasons = []FlushReason{FlushRecords, FlushBytes, FlushWait, FlushBuffer, FlushIdle, FlushRevoke, FlushClose, FlushReady}
 
 // IdleFlush is how long no record may arrive, with MaxWait off, before the
 // open batches are closed (FlushIdle): MaxWait off never leaves the last
@@ -158,6 +159,8 @@ func (r FlushReason) String() string {
 		return "revoke"
 	case FlushClose:
 		return "close"
+	case FlushReady:
+		return "ready"
 	}
 	return "unknown"
 }

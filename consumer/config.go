@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -95,6 +96,50 @@ type Dedupe struct {
 	Key dedupe.KeyFunc
 }
 
+// Ordering says which records of a partition may be handled at the same time.
+type Ordering int
+
+const (
+	// ByPartition hands a partition's records to the handler in offset
+	// order, one batch at a time: batch k+1 starts only after batch k
+	// finished. The default.
+	ByPartition Ordering = iota
+	// ByKey keeps the order of the records of one key (the record key)
+	// and handles different keys of a partition in parallel, on up to
+	// Concurrency goroutines per partition. A batch holds records of one
+	// key only, in offset order, so a failing record holds back its key
+	// alone; the batch takes every record of its key that is ready (no
+	// MaxWait). Records with no key are one key. The commit is the
+	// contiguous watermark; records completed beyond it are named in the
+	// commit metadata so that a restart skips them.
+	ByKey
+	// Resequence runs Config.Process on the records of a partition
+	// concurrently, on up to Concurrency goroutines per partition, in any
+	// order, and hands their results to the handler in offset order
+	// (Batch.Result): the handler is the in-order step. A batch is the run
+	// of records whose results are ready, in offset order (no MaxWait).
+	Resequence
+)
+
+func (o Ordering) String() string {
+	switch o {
+	case ByPartition:
+		return "partition"
+	case ByKey:
+		return "key"
+	case Resequence:
+		return "resequence"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
+// ProcessFunc is the concurrent step of the Resequence ordering: it computes
+// the result of one record, which the handler then reads in offset order
+// with Batch.Result. It may run more than once for a record (a retry, a
+// restart), so it should have no effect beyond its result. ctx is cancelled
+// when the partition is lost or the consumer closes.
+type ProcessFunc func(ctx context.Context, r *kgo.Record) (any, error)
+
 // Config configures a Consumer. The zero value of every optional field means
 // its default; defaults are filled in by New.
 type Config struct {
@@ -171,6 +216,20 @@ type Config struct {
 	// the other partitions go on meanwhile.
 	Retry Retry
 
+	// Ordering is what may run at the same time within a partition.
+	// Default ByPartition. See docs/ordering.md.
+	Ordering Ordering
+	// Concurrency is how many goroutines handle one partition's records
+	// at the same time with ByKey (handler calls) or Resequence (Process
+	// calls; the handler stays one at a time). Default 16 with those;
+	// must be 0 or 1 with ByPartition.
+	Concurrency int
+	// Process is the concurrent step of Resequence, required with it and
+	// refused with the other orderings. A Process error is retried with
+	// Retry's backoff; a Permanent one is not: Batch.Result gives it to
+	// the handler.
+	Process ProcessFunc
+
 	// DeadLetter enables the dead-letter topic. Default nil: disabled, a
 	// failing record is retried for ever and holds its partition.
 	DeadLetter *DeadLetter
@@ -218,6 +277,7 @@ const (
 	DefaultRetryInitial       = 100 * time.Millisecond
 	DefaultRetryMax           = 10 * time.Second
 	DefaultMaxAttempts        = 5
+	DefaultConcurrency        = 16
 )
 
 // withDefaults returns cfg with every zero optional field set to its default.
@@ -264,6 +324,9 @@ func (cfg Config) withDefaults() Config {
 			d.Header = dedupe.DefaultHeader
 		}
 		cfg.Dedupe = &d
+	}
+	if cfg.Concurrency == 0 && (cfg.Ordering == ByKey || cfg.Ordering == Resequence) {
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.ClientLogLevel == nil {
 		warn := slog.LevelWarn
@@ -365,6 +428,23 @@ func (cfg Config) validate() error {
 				return bad("DeadLetter.Topic", "gives %q for source topic %q, not a valid Kafka topic name: %s", d, t, reason)
 			}
 		}
+	}
+	switch cfg.Ordering {
+	case ByPartition, ByKey, Resequence:
+	default:
+		return bad("Ordering", "unknown ordering %d", cfg.Ordering)
+	}
+	if cfg.Concurrency < 0 {
+		return bad("Concurrency", "must be > 0, got %d", cfg.Concurrency)
+	}
+	if cfg.Ordering == ByPartition && cfg.Concurrency > 1 {
+		return bad("Concurrency", "%d needs Ordering ByKey or Resequence: ByPartition handles one batch per partition at a time", cfg.Concurrency)
+	}
+	if cfg.Ordering == Resequence && cfg.Process == nil {
+		return bad("Process", "required with Ordering Resequence")
+	}
+	if cfg.Ordering != Resequence && cfg.Process != nil {
+		return bad("Process", "only used with Ordering Resequence, got %s", cfg.Ordering)
 	}
 	if cfg.Dedupe != nil && cfg.Dedupe.Store == nil {
 		return bad("Dedupe.Store", "a store is required when Dedupe is set")

@@ -22,6 +22,13 @@ func (w *worker) handle(recs []*kgo.Record, reason FlushReason) bool {
 		c.cfg.Logger.Warn("kbatch: batch not begun, stopping partition", "partition", w.tp.String(), "err", err)
 		return false
 	}
+	return w.deliver(recs, reason)
+}
+
+// deliver is handle for records already begun in the offsets manager (a
+// ByKey lane's batch, whose records were begun one by one as they arrived).
+func (w *worker) deliver(recs []*kgo.Record, reason FlushReason) bool {
+	c := w.c
 	if c.cfg.Dedupe == nil && c.cfg.DeadLetter == nil {
 		return w.handleSimple(recs, reason)
 	}
@@ -63,6 +70,10 @@ func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
 // abandoned and the partition assigned again) it does nothing.
 func (w *worker) complete(recs []*kgo.Record, from, to int) {
 	if to <= from {
+		return
+	}
+	if w.lane != nil { // a ByKey lane: the records are not contiguous
+		w.lane.complete(recs[from:to])
 		return
 	}
 	wm, moved, err := w.c.offsets.DoneLeased(w.tp, w.lease, recs[from].Offset, recs[to-1].Offset, to-from)

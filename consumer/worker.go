@@ -36,6 +36,13 @@ type worker struct {
 	progress progress       // lag and stall, for Partitions
 	loaded   atomic.Bool    // the dedupe state is loaded: the partition is ready
 
+	// keys is the ByKey state of the partition, reseq the Resequence
+	// state; both nil with ByPartition. lane is set on the lane workers of
+	// a ByKey partition (see newLane), nil on the partition's worker.
+	keys  *keyLanes
+	reseq *resequencer
+	lane  *keyLanes
+
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
 	// waits for it any more.
@@ -59,6 +66,12 @@ func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
 	w.progress.init()
 	w.topic = c.topics[tp.Topic]
 	w.fp = c.flow.add(tp, w.signal)
+	switch c.cfg.Ordering {
+	case ByKey:
+		w.keys = newKeyLanes(w)
+	case Resequence:
+		w.reseq = newResequencer(w)
+	}
 	return w
 }
 
@@ -82,7 +95,11 @@ func (w *worker) enqueue(recs []*kgo.Record, bytes int) bool {
 	if w.first.Load() < 0 {
 		w.first.Store(recs[0].Offset)
 	}
-	w.queue = append(w.queue, recs)
+	if w.reseq != nil {
+		w.reseq.submit(recs) // to the Process goroutines at once
+	} else {
+		w.queue = append(w.queue, recs)
+	}
 	w.mu.Unlock()
 	w.signal()
 	return true
@@ -112,6 +129,15 @@ func (w *worker) run() {
 	defer w.finish()
 
 	if !w.c.gate.assign(w) {
+		return
+	}
+	switch {
+	case w.keys != nil:
+		w.keys.run()
+		return
+	case w.reseq != nil:
+		w.loaded.Store(true)
+		w.reseq.run()
 		return
 	}
 	w.loaded.Store(true)
@@ -234,6 +260,12 @@ func (w *worker) finish() {
 		w.dropRest([][]*kgo.Record{recs}, 0)
 	}
 	w.fp.setOpen(0, 0)
+	if w.keys != nil {
+		w.keys.dropAll()
+	}
+	if w.reseq != nil {
+		w.reseq.dropAll()
+	}
 	w.c.flow.remove(w.fp)
 	w.c.gate.release(w)
 	w.cancel()
@@ -247,6 +279,13 @@ func (w *worker) flushAndHandle(reason FlushReason) bool {
 	bytes := w.b.Bytes()
 	recs := w.b.Flush()
 	w.fp.setOpen(0, 0)
+	return w.handleBatch(recs, bytes, reason)
+}
+
+// handleBatch hands recs (bytes of keys and values) to the handler until they
+// are complete, and releases them from the buffer. It reports false when the
+// worker must stop.
+func (w *worker) handleBatch(recs []*kgo.Record, bytes int, reason FlushReason) bool {
 	if len(recs) == 0 {
 		return true
 	}

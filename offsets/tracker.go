@@ -125,8 +125,15 @@ func (t *Tracker) fold() {
 		t.moved = true
 		n++
 	}
-	if n > 0 {
-		t.spans = append(t.spans[:0], t.spans[n:]...)
+	switch {
+	case n == 0:
+	case n == len(t.spans):
+		t.spans = t.spans[:0] // the in-order case: the array is reused
+	default:
+		// Out-of-order completions leave many spans pending: drop the
+		// folded ones without copying the rest. The array's front is
+		// freed when append next grows it.
+		t.spans = t.spans[n:]
 	}
 }
 
