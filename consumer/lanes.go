@@ -363,6 +363,12 @@ func (k *keyLanes) loadCompleted() bool {
 		return true
 	}
 	done, err := offsets.DecodeCompleted(committed, meta)
+	if errors.Is(err, offsets.ErrForeignMetadata) {
+		// kgo commits its member id as metadata; another client its own.
+		w.c.cfg.Logger.Debug("kbatch: commit metadata not kbatch's, the records beyond the committed offset are handled again",
+			"partition", w.tp.String(), "offset", committed)
+		return true
+	}
 	if err != nil {
 		w.c.cfg.Logger.Warn("kbatch: commit metadata ignored, the records beyond the committed offset are handled again",
 			"partition", w.tp.String(), "offset", committed, "err", err)

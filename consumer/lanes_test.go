@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/internal/kafkatest"
 	"github.com/kbatch/kbatch/offsets"
@@ -395,6 +399,129 @@ func TestNewRefusesInvalidOrderingNamingTheField(t *testing.T) {
 			var ce *ConfigError
 			if !errors.As(err, &ce) || ce.Field != tc.field {
 				t.Fatalf("got %v, want a ConfigError for %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// Guards a broker with a lower offset.metadata.max.bytes than kbatch's 4096:
+// a commit refused with OFFSET_METADATA_TOO_LARGE is sent again at once
+// without metadata, so the watermark is still committed and no commit error
+// is left; the records beyond it are then handled again after a restart.
+func TestCommitRefusedForItsMetadataIsSentWithout(t *testing.T) {
+	const n, limit = 400, 40
+	topic := "meta-limit"
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	produceKeys(t, brokers, topic, n, func(i int) string {
+		if i%2 == 1 {
+			return "stuck"
+		}
+		return "k" + strconv.Itoa(i)
+	})
+	var refused atomic.Int64
+	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		r := req.(*kmsg.OffsetCommitRequest)
+		tooLarge := false
+		for _, rt := range r.Topics {
+			for _, rp := range rt.Partitions {
+				if rp.Metadata != nil && len(*rp.Metadata) > limit {
+					tooLarge = true
+				}
+			}
+		}
+		if !tooLarge {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.OffsetMetadataTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	cfg := baseConfig(t, topic, "meta-limit-group")
+	cfg.Brokers = brokers
+	cfg.Ordering, cfg.Concurrency = ByKey, 4
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if r.Offset == 1 {
+				return FailedAt(i, errors.New("not yet"))
+			}
+			handled.Add(1)
+		}
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "every record not stuck", func() bool { return handled.Load() >= n/2 })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no commit carried metadata over the limit: the test tests nothing")
+	}
+	if s := m.c.Stats(); s.CommitErrors != 0 {
+		t.Fatalf("%d commit errors", s.CommitErrors)
+	}
+	// Without kbatch's metadata, kgo commits its member id.
+	if at, meta := committedMeta(t, brokers, cfg.Group, topic); at != 1 || strings.HasPrefix(meta, "kbatch:") {
+		t.Fatalf("committed %d with metadata %q, want 1 without kbatch's", at, meta)
+	}
+}
+
+// Guards the restart against metadata kbatch did not write or cannot read:
+// it is ignored, never trusted, and every record beyond the committed offset
+// is handled.
+func TestByKeyIgnoresMetadataItCannotRead(t *testing.T) {
+	for _, meta := range []string{"kbatch:1:***", "kbatch:9:AAAA", "written by another client"} {
+		t.Run(meta, func(t *testing.T) {
+			const n, at = 300, 100
+			brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
+				produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%7) })
+			})
+			offs := make(kadm.Offsets)
+			offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: at, LeaderEpoch: -1, Metadata: meta})
+			if _, err := kafkatest.Admin(t, brokers).CommitOffsets(context.Background(), cfg.Group, offs); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Ordering = ByKey
+			l := newKeyLedger()
+			m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+				for _, r := range b.Records {
+					l.add(r)
+				}
+				return nil
+			})
+			waitUntil(t, 30*time.Second, "the records beyond the committed offset", func() bool { return l.distinct.Load() >= n-at })
+			if err := m.stop(); err != nil {
+				t.Fatal(err)
+			}
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			for o := int64(at); o < n; o++ {
+				if l.times[[2]int64{0, o}] != 1 {
+					t.Fatalf("offset %d handled %d times, want once", o, l.times[[2]int64{0, o}])
+				}
+			}
+			if len(l.times) != n-at {
+				t.Fatalf("%d records handled, want %d", len(l.times), n-at)
 			}
 		})
 	}
