@@ -43,6 +43,9 @@ func runChild() int {
 	end, _ := strconv.ParseInt(env("END"), 10, 64)
 	mode := os.Getenv(childEnv)
 	brokers := strings.Split(env("BROKERS"), ",")
+	if mode == modeKeysKill || mode == modeKeysToEnd {
+		return runKeysChild(mode, brokers, at, end)
+	}
 
 	ledger, err := os.OpenFile(env("LEDGER"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
