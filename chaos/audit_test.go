@@ -33,6 +33,11 @@ type audit struct {
 	Runs            int   // ownership runs: (incarnation, member id, generation, partition)
 	MaxGeneration   int32
 
+	// ByKey judges order per key instead of per partition (the ByKey
+	// ordering): within one ownership run, the offsets of each key must
+	// strictly increase; OrderViolations counts the records that do not.
+	ByKey bool
+
 	Examples []string // the first few problems, for the failure message
 }
 
@@ -61,6 +66,7 @@ type run struct {
 	gen    int32
 	member string
 	last   int64
+	byKey  map[string]int64 // with ByKey: the last offset of each key
 }
 
 // addFile reads one incarnation's ledger. Within it, a run of a partition is
@@ -102,8 +108,17 @@ func (a *audit) addFile(name string, r io.Reader) error {
 		cur := runs[p]
 		if cur == nil || cur.gen != gen || cur.member != string(member) {
 			cur = &run{gen: gen, member: string(member), last: off}
+			if a.ByKey {
+				cur.byKey = map[string]int64{string(key): off}
+			}
 			runs[p] = cur
 			a.Runs++
+		} else if a.ByKey {
+			if last, ok := cur.byKey[string(key)]; ok && off <= last {
+				a.OrderViolations++
+				a.problem("%s:%d: partition %d key %s offset %d after %d in the same run (generation %d)", name, lineNo, p, key, off, last, gen)
+			}
+			cur.byKey[string(key)] = off
 		} else {
 			if off <= cur.last {
 				a.OrderViolations++

@@ -71,7 +71,7 @@ func TestChaos(t *testing.T) {
 		if proto != "classic" && proto != "consumer" {
 			t.Fatalf("chaos: unknown variant %q in -chaos.protocols (classic, consumer, either with +dedupe)", variant)
 		}
-		t.Run(variant, func(t *testing.T) { runChaos(t, bin, proto, dedupe) })
+		t.Run(variant, func(t *testing.T) { runChaos(t, bin, proto, dedupe, false) })
 	}
 }
 
@@ -114,7 +114,14 @@ func planEvents(rng *rand.Rand, kills int, brokerRestart bool, stream time.Durat
 // tight.
 const dedupeBatch = 20
 
-func runChaos(t *testing.T, bin, proto string, dedupe bool) {
+// laneKeys is the number of keys of the key-lanes variant: record i has key
+// k<i mod laneKeys>, so each key has many records, all on one partition when
+// laneKeys is a multiple of the partition count.
+const laneKeys = 1200
+
+// runChaos runs one variant. With lanes, the members use the ByKey ordering
+// over records sharing laneKeys keys, and order is judged per key.
+func runChaos(t *testing.T, bin, proto string, dedupe, lanes bool) {
 	wallStart := time.Now()
 	seed := *flagSeed
 	if seed == 0 {
@@ -146,7 +153,13 @@ func runChaos(t *testing.T, bin, proto string, dedupe bool) {
 
 	pt := time.Now()
 	pad := strings.Repeat("x", 40)
-	if err := kafkatest.ProduceN(ctx, brokers, topic, n, parts, func(i int) []byte {
+	keys := n
+	if lanes {
+		keys = laneKeys
+		if err := produceLanes(ctx, brokers, topic, n, pad); err != nil {
+			t.Fatalf("producing: %v", err)
+		}
+	} else if err := kafkatest.ProduceN(ctx, brokers, topic, n, parts, func(i int) []byte {
 		return fmt.Appendf(nil, "chaos %d %s", i, pad)
 	}); err != nil {
 		t.Fatalf("producing: %v", err)
@@ -170,6 +183,9 @@ func runChaos(t *testing.T, bin, proto string, dedupe bool) {
 	}
 	if dedupe {
 		args = append(args, "-dedupe", "-batch", strconv.Itoa(dedupeBatch))
+	}
+	if lanes {
+		args = append(args, "-ordering", "key", "-concurrency", "8")
 	}
 	g := newGroup(t, bin, dir, slots, args)
 	var problems []string
@@ -310,7 +326,8 @@ func runChaos(t *testing.T, bin, proto string, dedupe bool) {
 		problems = append(problems, fmt.Sprintf("after every member left, committed %v (err %v), end %v", final, err, end))
 	}
 
-	a := newAudit(end, n)
+	a := newAudit(end, keys)
+	a.ByKey = lanes
 	for _, p := range g.all {
 		f, err := os.Open(p.ledger)
 		if os.IsNotExist(err) {
@@ -335,10 +352,10 @@ func runChaos(t *testing.T, bin, proto string, dedupe bool) {
 		partsLost += st.PartitionsLost
 	}
 
-	t.Logf("CHAOS-SUMMARY protocol=%s dedupe=%t broker=%s records=%d partitions=%d members=%d incarnations=%d kills=%d graceful_leaves=%d broker_restarts=%d crashes=%d "+
+	t.Logf("CHAOS-SUMMARY protocol=%s dedupe=%t key_lanes=%t broker=%s records=%d partitions=%d members=%d incarnations=%d kills=%d graceful_leaves=%d broker_restarts=%d crashes=%d "+
 		"rebalances=%d(%s) member_assigns=%d partitions_lost=%d handled=%d duplicates=%d lost=%d lost_keys=%d order_violations=%d ownership_runs=%d "+
 		"key_mismatches=%d phantoms=%d bad_lines=%d cut_tails=%d committed_eq_end=%t wall=%s seed=%d",
-		proto, dedupe, kind, n, parts, slots, len(g.all), kills, leaves, restarts, len(g.crashed()),
+		proto, dedupe, lanes, kind, n, parts, slots, len(g.all), kills, leaves, restarts, len(g.crashed()),
 		rebalances, rebalanceSource, assigns, partsLost, a.Handled, a.Duplicates, lostOffsets, lostKeys, a.OrderViolations, a.Runs,
 		a.KeyMismatches, a.Phantoms, a.BadLines, a.CutTails, committedOK, time.Since(wallStart).Round(time.Second), seed)
 

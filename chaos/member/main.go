@@ -64,6 +64,8 @@ func run() error {
 		heartbeat  = flag.Duration("heartbeat", 500*time.Millisecond, "classic protocol heartbeat interval")
 		maxRecords = flag.Int("batch", 500, "Batch.MaxRecords")
 		useDedupe  = flag.Bool("dedupe", false, "use the Kafka dedupe store: records done are not handed out again")
+		ordering   = flag.String("ordering", "partition", "partition (one batch per partition at a time) or key (ByKey lanes)")
+		lanes      = flag.Int("concurrency", 8, "Concurrency with -ordering key")
 		verbose    = flag.Bool("v", true, "log assignments and kgo info to stderr")
 	)
 	flag.Parse()
@@ -79,6 +81,16 @@ func run() error {
 		proto = consumer.ProtocolConsumer
 	default:
 		return fmt.Errorf("unknown -protocol %q (classic or consumer)", *protocol)
+	}
+
+	var order consumer.Ordering
+	conc := 0
+	switch *ordering {
+	case "partition":
+	case "key":
+		order, conc = consumer.ByKey, *lanes
+	default:
+		return fmt.Errorf("unknown -ordering %q (partition or key)", *ordering)
 	}
 
 	f, err := os.OpenFile(*ledgerPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
@@ -120,6 +132,8 @@ func run() error {
 		Group:        *group,
 		Topics:       []string{*topic},
 		Protocol:     proto,
+		Ordering:     order,
+		Concurrency:  conc,
 		Batch:        batcher.Policy{MaxRecords: *maxRecords, MaxWait: 100 * time.Millisecond},
 		Commit:       offsets.Policy{EveryRecords: 10000, Interval: time.Second},
 		DrainTimeout: 5 * time.Second,
