@@ -526,3 +526,53 @@ func TestByKeyIgnoresMetadataItCannotRead(t *testing.T) {
 		})
 	}
 }
+
+// Guards bounded memory with ByKey: records completed beyond the watermark
+// keep their place in the buffer until the watermark passes them, so a key
+// stuck behind a failing record stops the partition at the bound (the other
+// keys go on until then) instead of growing memory; and every record held is
+// given back when the member closes.
+func TestByKeyStuckKeyStopsAtTheBufferBound(t *testing.T) {
+	const n, bound = 5000, 600
+	brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
+		produceKeys(t, brokers, topic, n, func(i int) string {
+			if i%10 == 1 {
+				return "stuck"
+			}
+			return "k" + strconv.Itoa(i%10)
+		})
+	})
+	cfg.Ordering, cfg.Concurrency = ByKey, 8
+	cfg.MaxBufferedRecords = bound
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if r.Offset == 1 {
+				return FailedAt(i, errors.New("not yet"))
+			}
+			handled.Add(1)
+		}
+		return nil
+	})
+	// Records of the other keys are handled while the buffer has room.
+	waitUntil(t, 30*time.Second, "the buffer to fill", func() bool { return m.c.Stats().BufferedRecords >= bound*9/10 })
+	settled := handled.Load()
+	time.Sleep(300 * time.Millisecond) // more records handled now would mean the bound was passed
+	if got := handled.Load(); got != settled || got > bound {
+		t.Fatalf("%d records handled, then %d: the partition went past its buffer with a key stuck", settled, got)
+	}
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := m.c.Stats()
+	if s.PeakBufferedRecords > bound {
+		t.Fatalf("peak %d records held, bound %d", s.PeakBufferedRecords, bound)
+	}
+	if s.BufferedRecords != 0 || s.BufferedBytes != 0 {
+		t.Fatalf("after close %d records / %d bytes still counted as held", s.BufferedRecords, s.BufferedBytes)
+	}
+	if c := kafkatest.CommittedOffsets(t, brokers, cfg.Group, topic)[0]; c != 1 {
+		t.Fatalf("committed %d, want 1", c)
+	}
+}

@@ -136,3 +136,55 @@ func TestResequenceRetriesProcessAndHandsOverPermanentErrors(t *testing.T) {
 		t.Fatalf("dead-letter records = %d, want the one at %d", len(dlq), bad)
 	}
 }
+
+// Guards Resequence across rebalances: with a member joining and one leaving
+// (revoke drains the handler's batch, then commits), every record reaches a
+// handler exactly once and in offset order per partition.
+func TestResequenceAcrossRebalancesNothingLostNoDuplicates(t *testing.T) {
+	const n, parts = 20000, 4
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, parts)
+	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
+		t.Fatal(err)
+	}
+	group := kafkatest.NewGroup(t)
+	cfg := baseConfig(t, topic, group)
+	cfg.Ordering, cfg.Concurrency = Resequence, 8
+	cfg.Process = func(_ context.Context, r *kgo.Record) (any, error) {
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+		return r.Offset, nil
+	}
+	l := newLedger()
+	var wrong atomic.Int64
+	h := func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if v, _ := b.Result(i); v != r.Offset {
+				wrong.Add(1)
+			}
+		}
+		l.add(b)
+		return nil
+	}
+	m1 := startMember(t, cfg, h)
+	waitUntil(t, 60*time.Second, "a third of the records", func() bool { return l.distinct.Load() >= n/3 })
+	m2 := startMember(t, cfg, h)
+	waitUntil(t, 60*time.Second, "m2 to own partitions", func() bool { return len(m2.c.Assigned()) > 0 })
+	waitUntil(t, 60*time.Second, "two thirds of the records", func() bool { return l.distinct.Load() >= 2*n/3 })
+	if err := m1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 90*time.Second, "all records", func() bool { return l.distinct.Load() >= n })
+	if err := m2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	end := kafkatest.EndOffsets(t, brokers, topic)
+	if lost, dups, disorder := l.check(end); lost != 0 || dups != 0 || disorder != 0 || wrong.Load() != 0 {
+		t.Fatalf("lost %d, duplicates %d, out of order %d, wrong results %d", lost, dups, disorder, wrong.Load())
+	}
+	committed := kafkatest.CommittedOffsets(t, brokers, group, topic)
+	for p, e := range end {
+		if committed[p] != e {
+			t.Errorf("partition %d committed at %d, end offset %d", p, committed[p], e)
+		}
+	}
+}
