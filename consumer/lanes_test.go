@@ -576,3 +576,74 @@ func TestByKeyStuckKeyStopsAtTheBufferBound(t *testing.T) {
 		t.Fatalf("committed %d, want 1", c)
 	}
 }
+
+// Guards loss with ByKey: when the broker says the member is gone, every
+// lane's handler context is cancelled at once and no commit is sent under
+// the old member or generation afterwards, not even on close.
+func TestByKeyLostPartitionCancelsEveryLaneAndCommitsNothing(t *testing.T) {
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	const topic, lanes = "lost-lanes", 4
+	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	produceKeys(t, brokers, topic, 2000, func(i int) string { return "k" + strconv.Itoa(i%50) })
+	var (
+		mu           sync.Mutex
+		lostMember   string
+		lostGen      int32
+		staleCommits int
+	)
+	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		r := req.(*kmsg.OffsetCommitRequest)
+		mu.Lock()
+		if lostMember != "" && (r.MemberID == lostMember || r.Generation <= lostGen) {
+			staleCommits++
+		}
+		mu.Unlock()
+		return nil, nil, false
+	})
+	var hanging, cancelled atomic.Int64
+	cfg := Config{
+		Brokers: brokers, Group: "lost-lanes-group", Topics: []string{topic},
+		Ordering: ByKey, Concurrency: lanes,
+		Commit:     offsets.Policy{EveryRecords: 1 << 30, Interval: time.Hour},
+		ClientOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)},
+	}
+	m := startMember(t, cfg, func(ctx context.Context, b *Batch) error {
+		hanging.Add(1) // every lane hangs in its first batch until the loss
+		<-ctx.Done()
+		cancelled.Add(1)
+		return ctx.Err()
+	})
+	waitUntil(t, 20*time.Second, "every lane in its handler", func() bool { return hanging.Load() == lanes })
+	member, gen := m.c.cl.GroupMetadata()
+	mu.Lock()
+	lostMember, lostGen = member, gen
+	mu.Unlock()
+	cluster.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.HeartbeatRequest)
+		if r.MemberID != member {
+			return nil, nil, false
+		}
+		cluster.KeepControl()
+		resp := r.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		return resp, nil, true
+	})
+	waitUntil(t, 20*time.Second, "every lane's context to be cancelled", func() bool { return cancelled.Load() == lanes })
+	waitUntil(t, 20*time.Second, "the lost partition to be counted", func() bool { return m.c.Stats().PartitionsLost >= 1 })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if staleCommits != 0 {
+		t.Fatalf("%d commits sent under the lost member %s or its generation %d", staleCommits, member, gen)
+	}
+}
