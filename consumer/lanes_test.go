@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/internal/kafkatest"
 	"github.com/kbatch/kbatch/offsets"
 )
@@ -645,5 +646,48 @@ func TestByKeyLostPartitionCancelsEveryLaneAndCommitsNothing(t *testing.T) {
 	defer mu.Unlock()
 	if staleCommits != 0 {
 		t.Fatalf("%d commits sent under the lost member %s or its generation %d", staleCommits, member, gen)
+	}
+}
+
+// Guards dedupe with ByKey: attempts are counted per record in the lanes (a
+// retried record sees 2), and a second group sharing the store skips every
+// record done, without the handler.
+func TestByKeyWithDedupeCountsAttemptsAndSkipsDoneRecords(t *testing.T) {
+	const n, retried = 1000, 7
+	_, _, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
+		produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%20) })
+	})
+	cfg.Ordering, cfg.Concurrency = ByKey, 8
+	cfg.Dedupe = &Dedupe{Store: dedupe.NewMemory(dedupe.MemoryOptions{})}
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+	var handled, sawSecond atomic.Int64
+	h := func(_ context.Context, b *Batch) error {
+		for i, r := range b.Records {
+			if r.Offset == retried {
+				if b.Attempts(i) == 1 {
+					return FailedAt(i, errors.New("once"))
+				}
+				sawSecond.Store(int64(b.Attempts(i)))
+			}
+			handled.Add(1)
+		}
+		return nil
+	}
+	m := startMember(t, cfg, h)
+	waitUntil(t, 30*time.Second, "all records", func() bool { return handled.Load() == n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if sawSecond.Load() != 2 {
+		t.Fatalf("the retried record was handed out with attempts %d, want 2", sawSecond.Load())
+	}
+	cfg.Group = kafkatest.NewGroup(t)
+	m2 := startMember(t, cfg, h)
+	waitUntil(t, 30*time.Second, "all records skipped", func() bool { return m2.c.Stats().Skipped == n })
+	if err := m2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := handled.Load(); got != n {
+		t.Fatalf("handled %d records, want %d: done records were handed out again", got, n)
 	}
 }
