@@ -13,7 +13,13 @@
 //   - the group's committed offsets end equal to the end offsets;
 //   - in the classic+dedupe variant, whose members use the Kafka dedupe
 //     store, duplicates stay within the batches in flight at the kills and
-//     broker restarts: a record done is not handed out again.
+//     broker restarts: a record done is not handed out again;
+//   - in the key-lanes variant (TestChaosKeyLanes, subtest classic+keys),
+//     whose members use consumer.ByKey with 8 lanes per partition over
+//     records sharing 1200 keys, order is judged per key: within one
+//     ownership run the offsets of each key strictly increase (per-key
+//     order violations = 0). KBATCH_CHAOS_KEY_PROTOCOLS (default classic)
+//     picks its group protocols.
 //
 // It prints one CHAOS-SUMMARY line per variant (classic, KIP-848 through
 // consumer.ProtocolConsumer, classic+dedupe; KBATCH_CHAOS_PROTOCOLS picks) and
