@@ -78,18 +78,22 @@ func newKeyLanes(w *worker) *keyLanes {
 func (k *keyLanes) newLane() *worker {
 	w := k.w
 	return &worker{c: w.c, tp: w.tp, lease: w.lease, fp: w.fp, ctx: w.ctx, cancel: w.cancel,
-		drain: w.drain, done: w.done, wake: w.wake, topic: w.topic, lane: k}
+		drain: w.drain, topic: w.topic, lane: k}
 }
 
-// run is the worker's goroutine with ByKey: it loads the records completed
-// beyond the committed offset, starts the lanes, dispatches records until
-// the worker drains, is cancelled or a lane stops, then waits for the lanes.
+// run is the worker's goroutine with ByKey: it starts the lanes, loads the
+// records completed beyond the committed offset before it dispatches the
+// first records, dispatches records until the worker drains, is cancelled or
+// a lane stops, then waits for the lanes.
+//
+// The load waits for the first records because they come from the poll loop,
+// which runs in Run: the client a worker started by an early assignment would
+// otherwise use may not be published yet (kgo joins the group from
+// kgo.NewClient on).
 func (k *keyLanes) run() {
 	w := k.w
-	if !k.loadCompleted() {
-		return
-	}
 	w.loaded.Store(true)
+	loaded := false
 	var wg sync.WaitGroup
 	for range w.c.cfg.Concurrency {
 		lane := k.newLane()
@@ -109,6 +113,14 @@ func (k *keyLanes) run() {
 			return
 		}
 		if chunks := w.takeAll(); len(chunks) > 0 {
+			if !loaded {
+				if !k.loadCompleted() {
+					w.dropRest(chunks, 0)
+					k.stop()
+					return
+				}
+				loaded = true
+			}
 			if !k.dispatch(chunks) {
 				k.stop()
 				return
