@@ -36,6 +36,14 @@
 // partition. Close, or the end of Run's context, drains, commits and leaves
 // the group.
 //
+// Ordering: by default (ByPartition) a partition's batches reach the handler
+// one at a time. Config.Ordering ByKey handles the keys of a partition in
+// parallel on Config.Concurrency goroutines, each key in offset order; its
+// commits name the records completed beyond the watermark in the commit
+// metadata, so a restart skips them. Resequence runs Config.Process
+// concurrently and hands the results to the handler in offset order
+// (Batch.Result). See docs/ordering.md.
+//
 // Delivery is at least once: a committed offset N means every record below N
 // was handled successfully. After a crash the records since the last commit
 // are delivered again.
