@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/internal/kafkatest"
 	"github.com/kbatch/kbatch/offsets"
@@ -690,5 +691,36 @@ func TestByKeyWithDedupeCountsAttemptsAndSkipsDoneRecords(t *testing.T) {
 	}
 	if got := handled.Load(); got != n {
 		t.Fatalf("handled %d records, want %d: done records were handed out again", got, n)
+	}
+}
+
+// Guards the latency of the lanes: a ByKey or Resequence batch is cut as
+// soon as records are ready and a goroutine is free, never held for MaxWait
+// (here an hour), so a slow trickle of records is handled at once.
+func TestLanesDoNotWaitForMaxWait(t *testing.T) {
+	for _, ord := range []Ordering{ByKey, Resequence} {
+		t.Run(ord.String(), func(t *testing.T) {
+			const n = 50
+			_, _, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
+				produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%5) })
+			})
+			cfg.Ordering, cfg.Concurrency = ord, 4
+			cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Hour}
+			if ord == Resequence {
+				cfg.Process = func(_ context.Context, r *kgo.Record) (any, error) { return nil, nil }
+			}
+			var handled atomic.Int64
+			m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+				if b.Reason != FlushReady {
+					return fmt.Errorf("batch cut for %s", b.Reason)
+				}
+				handled.Add(int64(len(b.Records)))
+				return nil
+			})
+			waitUntil(t, 20*time.Second, "every record, without waiting for MaxWait", func() bool { return handled.Load() == n })
+			if err := m.stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
