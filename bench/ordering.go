@@ -57,7 +57,7 @@ type orderingScenario struct {
 	// (the resequencer's promise); a record after a greater offset counts
 	// as a violation.
 	TotalOrder bool
-	run         func(ctx context.Context, e *orderingEnv) (orderingRun, error)
+	run        func(ctx context.Context, e *orderingEnv) (orderingRun, error)
 }
 
 // Label names the row: key and concurrency.
