@@ -226,8 +226,8 @@ type Config struct {
 	Concurrency int
 	// Process is the concurrent step of Resequence, required with it and
 	// refused with the other orderings. A Process error is retried with
-	// Retry's backoff; a Permanent one is not: Batch.Result gives it to
-	// the handler.
+	// Retry's backoff (each failure counts in Stats.HandlerErrors); a
+	// Permanent one is not: Batch.Result gives it to the handler.
 	Process ProcessFunc
 
 	// DeadLetter enables the dead-letter topic. Default nil: disabled, a
