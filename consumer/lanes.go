@@ -48,7 +48,8 @@ type keyLanes struct {
 	keys    map[string]*keyQueue
 	ready   readyKeys // keys with records and no batch in flight, oldest head first
 	held    []heldRec // records begun and still counted in the buffer, in offset order
-	stopped bool      // a lane had to stop: no batch is taken any more
+	stopped bool      // the lanes stop (drain, cancel, a lane that had to): no batch is taken any more
+	wm      int64     // the highest watermark published to progress
 
 	fetchErrors atomic.Int64 // failed reads of the committed offset
 }
@@ -321,6 +322,11 @@ func (k *keyLanes) complete(recs []*kgo.Record) {
 		return
 	}
 	k.mu.Lock()
+	if wm.At <= k.wm {
+		k.mu.Unlock()
+		return // a lane completing at the same time published a later one
+	}
+	k.wm = wm.At
 	n, bytes := 0, 0
 	for n < len(k.held) && k.held[n].offset < wm.At {
 		bytes += k.held[n].size
@@ -332,10 +338,10 @@ func (k *keyLanes) complete(recs []*kgo.Record) {
 		oldest = k.held[0].ts
 	}
 	left := len(k.held) > 0
-	k.mu.Unlock()
-	w.c.flow.release(w.fp, n, bytes)
 	w.progress.advanced(wm.At, time.Now())
 	w.progress.settled(left, oldest)
+	k.mu.Unlock()
+	w.c.flow.release(w.fp, n, bytes)
 }
 
 // dropAll gives back the buffer's room of every record still held: the
