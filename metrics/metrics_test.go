@@ -36,12 +36,13 @@ kbatch_records_total{service="orders"} 0
 kbatch_buffered_records{service="orders"} 0
 `
 	want += `
-# HELP kbatch_flushes_total Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close.
+# HELP kbatch_flushes_total Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free).
 # TYPE kbatch_flushes_total counter
 kbatch_flushes_total{reason="buffer",service="orders"} 0
 kbatch_flushes_total{reason="bytes",service="orders"} 0
 kbatch_flushes_total{reason="close",service="orders"} 0
 kbatch_flushes_total{reason="idle",service="orders"} 0
+kbatch_flushes_total{reason="ready",service="orders"} 0
 kbatch_flushes_total{reason="records",service="orders"} 0
 kbatch_flushes_total{reason="revoke",service="orders"} 0
 kbatch_flushes_total{reason="wait",service="orders"} 0
