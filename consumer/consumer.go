@@ -96,7 +96,7 @@ type Stats struct {
 	Records       int64 // records handed to a handler that returned success for them
 	Batches       int64 // successful handler calls
 	HandlerErrors int64 // failed handler calls (each retry counts)
-	Skipped       int64 // records not handed out: already done (Dedupe)
+	Skipped       int64 // records not handed out: already done (Dedupe), or named done by the commit metadata (ByKey)
 	DeadLettered  int64 // records written to the dead-letter topic
 	// Flushes counts the batches cut, by reason: index it with a
 	// FlushReason (s.Flushes[FlushBuffer]). Many FlushBuffer or FlushWait
