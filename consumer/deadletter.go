@@ -298,10 +298,5 @@ func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason st
 	w.topic.deadLettered.Add(1)
 	c.sampler.log(c.cfg.Logger, slog.LevelWarn, "dlq "+w.tp.String(), "kbatch: record dead-lettered",
 		"partition", w.tp.String(), "offset", r.Offset, "attempts", attempts, "reason", truncate(reason, MaxErrorHeader))
-	one := []recState{*st}
-	if !c.gate.markDone(w, one) {
-		return false
-	}
-	st.done = true
-	return true
+	return c.gate.markOneDone(w, st)
 }

@@ -36,6 +36,8 @@ type worker struct {
 	progress progress       // lag and stall, for Partitions
 	loaded   atomic.Bool    // the dedupe state is loaded: the partition is ready
 
+	storeRefusal error // the dedupe store's refusal of the last gate call; the worker's goroutine only
+
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
 	// waits for it any more.
