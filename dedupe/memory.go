@@ -54,6 +54,22 @@ type MemoryOptions struct {
 type MemoryBackend struct {
 	mu    sync.Mutex // guards everything below and every Memory's fields marked "guarded by b.mu"
 	parts map[Partition]*memPart
+	slab  []memEntry // entries are cut from it, so that a new key costs no allocation of its own
+	calls uint64     // numbers the writing calls, for Begin's one count per key and call
+}
+
+// slabSize is how many entries one allocation of the backend holds.
+const slabSize = 256
+
+// newEntry returns a zero entry cut from the backend's slab. Called with
+// b.mu held.
+func (b *MemoryBackend) newEntry() *memEntry {
+	if len(b.slab) == 0 {
+		b.slab = make([]memEntry, slabSize)
+	}
+	me := &b.slab[0]
+	b.slab = b.slab[1:]
+	return me
 }
 
 // NewMemoryBackend returns an empty backend.
@@ -71,6 +87,7 @@ type memPart struct {
 
 type memEntry struct {
 	key          string
+	call         uint64 // the backend call that last counted it
 	e            Entry // Markers is owned by the backend, never handed out
 	written      time.Time
 	older, newer *memEntry
@@ -112,6 +129,7 @@ func (mp *memPart) pushNewest(me *memEntry) {
 func (mp *memPart) remove(me *memEntry) {
 	mp.unlink(me)
 	delete(mp.keys, me.key)
+	*me = memEntry{} // its slot in the slab keeps neither the key nor the markers alive
 }
 
 // Memory is a Store that keeps entries in a MemoryBackend, bounded by a
@@ -221,9 +239,9 @@ func (m *Memory) Lookup(ctx context.Context, p Partition, keys []string) ([]Entr
 	return out, nil
 }
 
-// Begin increments the attempts of every key of keys that is not done, as if
-// the keys were taken one by one (a key given twice is counted twice), and
-// returns the entries in the order of keys.
+// Begin increments the attempts of every key of keys that is not done, once
+// per call (a key given twice in one call is one delivery), and returns the
+// entries in the order of keys.
 func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -235,15 +253,18 @@ func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry
 		return nil, err
 	}
 	now := m.now()
+	m.b.calls++
+	call := m.b.calls
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
 		me := m.lookup(p, mp, k, now)
-		if me != nil && me.e.Done {
+		if me != nil && (me.e.Done || me.call == call) {
 			out[i] = copyEntry(me.e)
 			continue
 		}
 		me = m.write(mp, me, k, now)
 		me.e.Attempts++
+		me.call = call
 		out[i] = copyEntry(me.e)
 	}
 	m.expireOldest(mp, now)
@@ -381,7 +402,8 @@ func (m *Memory) check(p Partition, mp *memPart, me *memEntry, now time.Time) bo
 // then changes the entry. Called with b.mu held.
 func (m *Memory) write(mp *memPart, me *memEntry, key string, now time.Time) *memEntry {
 	if me == nil {
-		me = &memEntry{key: key}
+		me = m.b.newEntry()
+		me.key = key
 		mp.keys[key] = me
 	} else {
 		mp.unlink(me)

@@ -28,6 +28,12 @@ func newMemoryHarness(t *testing.T) *dedupetest.Harness {
 			backend.InjectMalformed(p, key)
 		},
 		Malformed: func(s dedupe.Store) int64 { return s.(*dedupe.Memory).Stats().Malformed },
+		OpenBounded: func(t *testing.T, maxKeys int) dedupe.Store {
+			s := dedupe.NewMemory(dedupe.MemoryOptions{Backend: backend, Now: clock.Now, MaxKeys: maxKeys})
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		},
+		Forgotten: func(s dedupe.Store) int64 { return s.(*dedupe.Memory).Stats().Evicted },
 	}
 }
 

@@ -39,6 +39,18 @@ type Harness struct {
 	// Malformed returns how many malformed entries s reported so far. Nil
 	// skips the malformed-entry case.
 	Malformed func(s dedupe.Store) int64
+	// InjectFuture stores an entry for key in p as a newer version of the
+	// store would write it (fields and flags this version does not know),
+	// holding attempts 2, the marker "m" and not done. The suite calls it
+	// while no store is open. Nil skips the forward-compatibility case
+	// (a store without an encoding of its own has nothing to check).
+	InjectFuture func(t *testing.T, p dedupe.Partition, key string)
+	// OpenBounded returns a new store on the harness's state that keeps at
+	// most about maxKeys keys in memory, and Forgotten how many keys such a
+	// store forgot to stay within its bound. Nil skips the bounded-memory
+	// case.
+	OpenBounded func(t *testing.T, maxKeys int) dedupe.Store
+	Forgotten   func(s dedupe.Store) int64
 }
 
 // Features says what a store guarantees beyond the contract of dedupe.Store.
@@ -62,7 +74,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness, f Features) {
 	cases := []suiteCase{
 		{"attempts grow with each Begin and survive a reopen", attemptsSurviveReopen},
 		{"a key begun but never done is handed out again", failedKeyComesBack},
-		{"Begin returns entries in the order of keys and counts a repeated key each time", beginOrder},
+		{"Begin returns entries in the order of keys", beginOrder},
+		{"a key given twice in one Begin is one delivery and Done of it twice is harmless", duplicateKeyInABatch},
 		{"Lookup returns entries without changing them", lookupChangesNothing},
 		{"done keys are returned done and not incremented", doneKeys},
 		{"markers come back after a reopen in order without duplicates", markersSurvive},
@@ -76,6 +89,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness, f Features) {
 		{"calls after Close return ErrClosed", closed},
 		{"a cancelled context fails the call", cancelled},
 		{"malformed stored entries are reported and skipped", malformed},
+		{"a store refused a partition gets it back with Assign and sees the latest state", refusedPartitionRecovers},
+		{"entries written by a newer version are read with the fields this version knows", forwardCompatible},
+		{"a bounded store forgets the oldest keys first and counts them", boundedMemory},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -131,8 +147,7 @@ func failedKeyComesBack(t *testing.T, h *Harness, _ Features) {
 
 // beginOrder guards against a store that returns entries in map or storage
 // order instead of the order of keys (record i would get the attempts and
-// markers of record j), and one that collapses a key given twice in one
-// batch into one count: Begin behaves as if it took the keys one by one.
+// markers of record j).
 func beginOrder(t *testing.T, h *Harness, _ Features) {
 	p := part(h, 0)
 	s := open(t, h, p)
@@ -140,12 +155,11 @@ func beginOrder(t *testing.T, h *Harness, _ Features) {
 	done(t, s, p, "d")
 	begin(t, s, p, "a")
 
-	es := begin(t, s, p, "n1", "d", "a", "n1", "n2")
+	es := begin(t, s, p, "n1", "d", "a", "n2")
 	want(t, "n1 (first)", es[0], st{attempts: 1})
 	want(t, "d (done)", es[1], st{attempts: 1, done: true})
 	want(t, "a (second Begin)", es[2], st{attempts: 2})
-	want(t, "n1 (given again)", es[3], st{attempts: 2})
-	want(t, "n2 (first)", es[4], st{attempts: 1})
+	want(t, "n2 (first)", es[3], st{attempts: 1})
 
 	if es := begin(t, s, p); len(es) != 0 {
 		t.Errorf("Begin with no keys returned %d entries, want none", len(es))
@@ -600,6 +614,136 @@ func malformed(t *testing.T, h *Harness, _ Features) {
 	es = lookup(t, s3, p, "good", "bad")
 	want(t, "good after the reopen", es[0], st{attempts: 2})
 	want(t, "bad, rewritten after being skipped", es[1], st{attempts: 1, done: true, markers: []string{"m"}})
+}
+
+// duplicateKeyInABatch guards a key twice in one batch (a producer retry
+// landing next to the original): a store that counted it twice reported
+// attempts 2 on its first delivery, and with MaxAttempts such copies were
+// dead-lettered as if they had failed. One Begin is one delivery of each key
+// it names.
+func duplicateKeyInABatch(t *testing.T, h *Harness, _ Features) {
+	p := part(h, 0)
+	s1 := open(t, h, p)
+	es := begin(t, s1, p, "k", "j", "k")
+	want(t, "k (first copy)", es[0], st{attempts: 1})
+	want(t, "j", es[1], st{attempts: 1})
+	want(t, "k (second copy)", es[2], st{attempts: 1})
+	es = begin(t, s1, p, "k", "k")
+	want(t, "k, second Begin, first copy", es[0], st{attempts: 2})
+	want(t, "k, second Begin, second copy", es[1], st{attempts: 2})
+	done(t, s1, p, "k", "k")
+	es = begin(t, s1, p, "k", "j", "k")
+	want(t, "k after Done (first copy)", es[0], st{attempts: 2, done: true})
+	want(t, "j, third Begin", es[1], st{attempts: 2})
+	want(t, "k after Done (second copy)", es[2], st{attempts: 2, done: true})
+	closeStore(t, s1)
+
+	s2 := open(t, h, p)
+	es = lookup(t, s2, p, "k", "j")
+	want(t, "k after the reopen", es[0], st{attempts: 2, done: true})
+	want(t, "j after the reopen", es[1], st{attempts: 2})
+}
+
+// refusedPartitionRecovers guards a member whose store refused a partition
+// (another store claimed it; a test or a misconfiguration ran two consumers
+// on one store): the consumer claims the partition again with Assign, so
+// Assign must take it back from the newer owner, load what that owner
+// wrote, and fence it in turn.
+func refusedPartitionRecovers(t *testing.T, h *Harness, f Features) {
+	p := part(h, 0)
+	ctx := testContext(t)
+	s1 := open(t, h, p)
+	begin(t, s1, p, "k")
+	s2 := open(t, h, p)
+	want(t, "k, second owner", begin(t, s2, p, "k")[0], st{attempts: 2})
+	done(t, s2, p, "d")
+	_, err := s1.Begin(ctx, p, []string{"k"})
+	if f.FencedWritesFail && !errors.Is(err, dedupe.ErrFenced) {
+		t.Fatalf("Begin of the refused owner: %v, want ErrFenced", err)
+	}
+
+	assign(t, s1, p) // claimed again
+	es := lookup(t, s1, p, "k", "d")
+	want(t, "k, claimed again", es[0], st{attempts: 2})
+	want(t, "d, claimed again", es[1], st{done: true})
+	want(t, "Begin of k, claimed again", begin(t, s1, p, "k")[0], st{attempts: 3})
+	mark(t, s1, p, "k", "m")
+	_, err = s2.Begin(ctx, p, []string{"k"})
+	if f.FencedWritesFail && !errors.Is(err, dedupe.ErrFenced) {
+		t.Fatalf("Begin of the owner claimed from: %v, want ErrFenced", err)
+	}
+	closeStore(t, s1)
+	closeStore(t, s2)
+
+	s3 := open(t, h, p)
+	want(t, "k after both closed", lookup(t, s3, p, "k")[0], st{attempts: 3, markers: []string{"m"}})
+}
+
+// forwardCompatible guards rolling upgrades: a store that refused entries
+// with fields or flags it does not know stopped an old member on the first
+// entry a newer member wrote (or skipped the key, handing a done record out
+// again). Unknown fields are skipped, the known ones read.
+func forwardCompatible(t *testing.T, h *Harness, _ Features) {
+	if h.InjectFuture == nil {
+		t.Skip("the harness has no encoding to extend")
+	}
+	p := part(h, 0)
+	s1 := open(t, h, p)
+	begin(t, s1, p, "old")
+	closeStore(t, s1)
+
+	h.InjectFuture(t, p, "new")
+	s2 := open(t, h, p)
+	es := lookup(t, s2, p, "old", "new")
+	want(t, "old", es[0], st{attempts: 1})
+	want(t, "new, written by a newer version", es[1], st{attempts: 2, markers: []string{"m"}})
+	if h.Malformed != nil {
+		if n := h.Malformed(s2); n != 0 {
+			t.Errorf("%d entries reported malformed, want none", n)
+		}
+	}
+	want(t, "Begin of new", begin(t, s2, p, "new")[0], st{attempts: 3, markers: []string{"m"}})
+}
+
+// boundedMemory guards the bound on what a store holds: without it a
+// store holding every key of its retention grows without limit; a bound
+// that forgot the newest keys first would hand out again records done a
+// moment ago. A forgotten key is at-least-once (handed out again), never
+// a loss, and is counted.
+func boundedMemory(t *testing.T, h *Harness, _ Features) {
+	if h.OpenBounded == nil || h.Forgotten == nil {
+		t.Skip("the harness cannot open a bounded store")
+	}
+	const bound, rounds, per = 100, 40, 10
+	p := part(h, 0)
+	s := h.OpenBounded(t, bound)
+	assign(t, s, p)
+	key := func(i int) string { return fmt.Sprintf("k%04d", i) }
+	for r := range rounds {
+		keys := make([]string, per)
+		for i := range keys {
+			keys[i] = key(r*per + i)
+		}
+		begin(t, s, p, keys...)
+		done(t, s, p, keys...)
+		if h.Advance != nil {
+			h.Advance(time.Second)
+		}
+	}
+	n := rounds * per
+	if got := h.Forgotten(s); got < int64(n-2*bound) {
+		t.Errorf("forgot %d keys of %d with a bound of %d, want at least %d", got, n, bound, n-2*bound)
+	}
+	recent := make([]string, bound/2)
+	for i := range recent {
+		recent[i] = key(n - len(recent) + i)
+	}
+	for i, e := range lookup(t, s, p, recent...) {
+		want(t, "recent key "+recent[i], e, st{attempts: 1, done: true})
+	}
+	if e := lookup(t, s, p, key(0))[0]; e.Done {
+		t.Errorf("the oldest key is still done with %d keys written and a bound of %d", n, bound)
+	}
 }
 
 // st is the part of a dedupe.Entry the suite checks exactly.
