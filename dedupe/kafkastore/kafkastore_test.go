@@ -2,6 +2,7 @@ package kafkastore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -79,7 +80,32 @@ func newHarness(t *testing.T) *dedupetest.Harness {
 			)
 		},
 		Malformed: func(s dedupe.Store) int64 { return s.(*Store).Stats().Malformed },
+		InjectFuture: func(t *testing.T, p dedupe.Partition, key string) {
+			end := kafkatest.EndOffsets(t, brokers, changelog)[p.Partition]
+			produceRaw(t, brokers, changelog, p.Partition,
+				&kgo.Record{Key: recordKey(key), Value: futureEntry(end-1, clock.Now().Add(time.Hour).UnixNano())})
+		},
+		OpenBounded: func(t *testing.T, maxKeys int) dedupe.Store {
+			return openStore(t, brokers, Options{Group: group, Now: clock.Now, MaxKeys: maxKeys})
+		},
+		Forgotten: func(s dedupe.Store) int64 { return s.(*Store).Stats().Evicted },
 	}
+}
+
+// futureEntry is a golden entry as a newer version writes it: an unknown
+// flag bit (0x80) next to done's, attempts 2, the marker "m", then two
+// extension fields (tags 7 and 300) this version does not know.
+func futureEntry(epoch, expires int64) []byte {
+	b := []byte{valueVersion, kindEntry}
+	b = binary.AppendUvarint(b, uint64(epoch))
+	b = append(b, 0x80)                 // flags: not done, one unknown bit
+	b = binary.AppendUvarint(b, 2)      // attempts
+	b = binary.AppendVarint(b, expires) // expires
+	b = append(b, 1, 1, 'm')            // one marker
+	b = append(b, 7, 3, 'x', 'y', 'z')  // extension: tag 7, 3 bytes
+	b = binary.AppendUvarint(b, 300)    // extension: tag 300,
+	b = append(b, 0)                    // empty
+	return b
 }
 
 // produceRaw writes records to partition of topic as they are.
@@ -130,7 +156,7 @@ func readRaw(t testing.TB, brokers []string, topic string, partition int32) []*k
 }
 
 func TestConformance(t *testing.T) {
-	dedupetest.Run(t, newHarness, dedupetest.Features{FencedWritesFail: true})
+	dedupetest.Run(t, newHarness, dedupetest.Features{FencedWritesFail: true, DoneKeepsOnlyExpiry: true})
 }
 
 // TestChangelogIsCompactedAndCoPartitioned guards the changelog's shape: a
