@@ -394,3 +394,85 @@ func TestRejectedOrdersCostNoExtraCallsAndTotalsAreExact(t *testing.T) {
 	}
 	t.Logf("handler calls: clean %d, with 1%% malformed %d", clean, dirty)
 }
+
+// Guards the key namespaces: an Idempotency-Key header equal to another
+// record's fallback key (topic/partition/offset) marked that record done,
+// so it was skipped without ever being handled.
+func TestHeaderKeyNeverNamesAnotherRecordsFallbackKey(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := []byte(topic + "/0/1") // record 1's key as the fallback spelled it
+	err = cl.ProduceSync(context.Background(),
+		&kgo.Record{Value: []byte("a"), Headers: []kgo.RecordHeader{{Key: dedupe.DefaultHeader, Value: forged}}},
+		&kgo.Record{Value: []byte("b")}, // no header: keyed by its offset
+	).FirstErr()
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 1, MaxWait: time.Second}
+	cfg.Dedupe = &Dedupe{Store: dedupe.NewMemory(dedupe.MemoryOptions{})}
+	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitCommitted(t, brokers, cfg.Group, topic, 2)
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := handled.Load(); got != 2 {
+		t.Fatalf("handled %d records, want both: a header key made another record done", got)
+	}
+}
+
+// Guards the dead-letter copy of a record carrying forged kbatch-* headers:
+// they came before kbatch's own, so a reader taking the first header of a
+// name read the forged source offset. They are left out of the copy; the
+// record's other headers are kept.
+func TestForgedKbatchHeadersAreLeftOutOfTheDeadLetterCopy(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("x"), Headers: []kgo.RecordHeader{
+		{Key: HeaderSourceOffset, Value: []byte("999")},
+		{Key: "trace", Value: []byte("abc")},
+		{Key: HeaderError, Value: []byte("forged")},
+	}}).FirstErr()
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.DeadLetter = &DeadLetter{}
+	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		return FailedAt(0, Permanent(errors.New("bad")))
+	})
+	waitCommitted(t, brokers, cfg.Group, topic, 1)
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	dlq := readAll(t, brokers, topic+".dlq", 1, 10*time.Second)
+	if len(dlq) != 1 {
+		t.Fatalf("dead-letter topic holds %d records, want 1", len(dlq))
+	}
+	if got := header(dlq[0], HeaderSourceOffset); got != "0" {
+		t.Errorf("first %s header = %q, want the real offset 0", HeaderSourceOffset, got)
+	}
+	if got := header(dlq[0], HeaderError); got != "permanent: bad" {
+		t.Errorf("first %s header = %q, want kbatch's", HeaderError, got)
+	}
+	if got := header(dlq[0], "trace"); got != "abc" {
+		t.Errorf("the record's own header trace = %q, want it kept", got)
+	}
+}
