@@ -490,3 +490,51 @@ func BenchmarkKafkaBeginDone(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
 }
+
+// TestLateClaimFencesNobody guards a claim still in flight when its member
+// lost the partition: it landed after the new owner's claim and, being the
+// later one, fenced the new owner (its next write failed with ErrFenced and
+// the partition stopped). A claim counts only if its writer had seen the
+// latest claim: this one's base (the end offset read before it was sent)
+// is below the new owner's claim.
+func TestLateClaimFencesNobody(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 2)
+	group := kafkatest.NewGroup(t)
+	changelog := group + "." + topic + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, changelog)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: topic, Partition: 0}
+	old := openStore(t, brokers, Options{Group: group})
+	if err := old.Assign(ctx, dedupe.Partition{Topic: topic, Partition: 1}); err != nil {
+		t.Fatal(err) // creates the changelog
+	}
+	// The old owner reads the end offset and sends its claim for p...
+	base := kafkatest.EndOffsets(t, brokers, changelog)[0]
+	late := &kgo.Record{Key: []byte("\x00kbatch-owner/late"), Value: appendClaim(nil, time.Now().UnixNano()),
+		Headers: []kgo.RecordHeader{{Key: "kbatch-base", Value: []byte(strconv.FormatInt(base, 10))}}}
+
+	// ...which is still in flight while p moves to the new owner.
+	s := openStore(t, brokers, Options{Group: group})
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(ctx, p, []string{"k"}); err != nil {
+		t.Fatal(err)
+	}
+	produceRaw(t, brokers, changelog, 0, late) // it lands now
+	if _, err := s.Begin(ctx, p, []string{"k"}); err != nil {
+		t.Fatalf("Begin after a late claim landed: %v, want the new owner kept", err)
+	}
+	if err := s.Done(ctx, p, []string{"k"}); err != nil {
+		t.Fatalf("Done after a late claim landed: %v", err)
+	}
+	s2 := openStore(t, brokers, Options{Group: group})
+	if err := s2.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s2.Lookup(ctx, p, []string{"k"})
+	if err != nil || !es[0].Done {
+		t.Fatalf("k after the next Assign: %+v, %v; want done", es, err)
+	}
+}
