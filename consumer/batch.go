@@ -44,6 +44,7 @@ type Batch struct {
 // recState is what kbatch knows of one record while it is being delivered.
 type recState struct {
 	key       string
+	keyEnd    int // where key ends in the batch's string of keys
 	attempts  int // deliveries that reached the record, this one included
 	uncharged int // deliveries that stopped before the record (FailedAt): in the store's count, not in attempts
 	markers   []string

@@ -152,8 +152,16 @@ func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, 
 	c := w.c
 	st := make([]recState, len(recs))
 	if d := c.cfg.Dedupe; d != nil {
+		// The batch's keys in one string, each record's a slice of it:
+		// one allocation per batch, not one per record.
+		buf := make([]byte, 0, len(recs)*(len(w.tp.Topic)+16))
 		for i, r := range recs {
-			st[i].key = dedupe.KeyOf(r, d.Header, d.Key)
+			buf = dedupe.AppendKey(buf, r, d.Header, d.Key)
+			st[i].keyEnd = len(buf)
+		}
+		all, from := string(buf), 0
+		for i := range st {
+			st[i].key, from = all[from:st[i].keyEnd], st[i].keyEnd
 		}
 		// What the store knows: attempts so far, markers, done. Read only:
 		// nothing is counted for records that are not delivered.
@@ -216,10 +224,13 @@ func markCopies(st []recState) {
 	if len(st) < 2 {
 		return
 	}
-	first := make(map[string]int32, len(st))
+	var first map[string]int32
 	for i := range st {
-		if st[i].done {
-			continue
+		if st[i].done || dedupe.IsOffsetKey(st[i].key) {
+			continue // fallback keys are distinct within a partition
+		}
+		if first == nil {
+			first = make(map[string]int32, len(st)-i)
 		}
 		if j, ok := first[st[i].key]; ok {
 			st[i].copyOf = j + 1

@@ -75,3 +75,9 @@ func appendOffsetKey(b []byte, topic string, partition int32, offset int64) []by
 	b = append(b, '/')
 	return strconv.AppendInt(b, offset, 10)
 }
+
+// IsOffsetKey reports whether key is a fallback key (OffsetKey), which no
+// header or KeyFunc key can be.
+func IsOffsetKey(key string) bool {
+	return len(key) >= len(offsetKeyPrefix) && key[:len(offsetKeyPrefix)] == offsetKeyPrefix
+}

@@ -240,8 +240,8 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 // fold is apply without the count of records read: the store's own writes
 // are folded in with it when nobody wrote in between.
 func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]int64) {
-	if isDoneKey(r.Key) {
-		s.foldDone(ps, r, now)
+	if kind := hashSetKind(r.Key); kind != 0 {
+		s.foldHashes(ps, r, kind, now)
 		return
 	}
 	key, isClaim, err := parseKey(r.Key)
@@ -332,16 +332,22 @@ func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]
 		// earlier version, or by this one's Mark of a done key).
 		delete(ps.m, key)
 		ps.pending[key] = struct{}{} // its record goes: the hash says done
-		ps.setDone(hashKey(key), e.expires)
+		h := hashKey(key)
+		ps.unbegin(h)
+		ps.setDone(h, e.expires)
 		s.bound(ps)
 		return
+	}
+	if len(ps.begun) > 0 {
+		ps.unbegin(hashKey(key)) // its own record holds it now
 	}
 	ps.m[key] = e
 	delete(ps.pending, key)
 }
 
-// foldDone folds a record of keys done in one batch into ps.
-func (s *Store) foldDone(ps *partition, r *kgo.Record, now int64) {
+// foldHashes folds a record of keys done, or of keys begun for the first
+// time, in one call into ps.
+func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64) {
 	k := string(r.Key)
 	if r.Value == nil {
 		epoch, err := tombstoneEpoch(r)
@@ -359,9 +365,12 @@ func (s *Store) foldDone(ps *partition, r *kgo.Record, now int64) {
 		ps.cur = epoch
 		delete(ps.batches, k)
 		delete(ps.dropBatches, k)
+		if rec := ps.begunRecs[k]; rec != nil {
+			ps.forgetBegun(rec)
+		}
 		return
 	}
-	epoch, expires, err := decodeDone(r.Value, nil)
+	epoch, expires, err := decodeHashes(r.Value, kind, nil)
 	if err == nil && epoch >= r.Offset {
 		err = fmt.Errorf("epoch %d is not before the record's offset", epoch)
 	}
@@ -379,9 +388,29 @@ func (s *Store) foldDone(ps *partition, r *kgo.Record, now int64) {
 		return
 	}
 	ps.cur = epoch
-	ps.batches[k] = expires
-	_, _, _ = decodeDone(r.Value, func(h keyHash) { ps.setDone(h, expires) })
-	s.bound(ps)
+	if kind == kindDone {
+		ps.batches[k] = expires
+		_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
+			ps.unbegin(h)
+			ps.setDone(h, expires)
+		})
+		s.bound(ps)
+		return
+	}
+	rec := &begunRec{key: k, expires: expires}
+	ps.begunRecs[k] = rec
+	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
+		if exp, done := ps.done[h]; done && (exp == 0 || exp > now) {
+			return
+		}
+		ps.unbegin(h)
+		ps.begun[h] = rec
+		rec.left++
+	})
+	if rec.left == 0 {
+		delete(ps.begunRecs, k)
+		ps.dropBatches[k] = struct{}{}
+	}
 }
 
 func (s *Store) skipMalformed(ps *partition, r *kgo.Record, err error) {

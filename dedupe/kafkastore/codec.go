@@ -25,6 +25,11 @@ import (
 //	entry: 0x01 0x01 uvarint(epoch) flags uvarint(attempts) varint(expires) uvarint(n) n * (uvarint(len) marker) ext
 //	claim: 0x01 0x02 varint(claimed at) ext
 //	done:  0x01 0x03 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
+//	begun: 0x01 0x04 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
+//
+// done and begun records hold the keys of one Done or one Begin (those
+// begun for the first time) by hash, under keys of their own (donePrefix,
+// begunPrefix followed by the writer's epoch and a sequence number).
 //
 // flags: 0x01 done; expires and claimed at are Unix nanoseconds (0: no
 // expiry); hash is keyHashSize bytes (see hashKey).
@@ -48,10 +53,12 @@ const (
 	kindEntry    byte = 1
 	kindClaim    byte = 2
 	kindDone     byte = 3
+	kindBegun    byte = 4
 	flagDone     byte = 0x01
 
 	claimPrefix = "\x00kbatch-owner/"
 	donePrefix  = "\x00kbatch-done/"
+	begunPrefix = "\x00kbatch-begun/"
 	epochHeader = "kbatch-epoch"
 	baseHeader  = "kbatch-base"
 )
@@ -217,10 +224,10 @@ func hashKey(key string) keyHash {
 	return keyHash(sum[:keyHashSize])
 }
 
-// appendDone appends the encoding of a batch of keys done, written by the
-// owner of epoch, that expire together.
-func appendDone(dst []byte, epoch, expires int64, hs []keyHash) []byte {
-	dst = append(dst, valueVersion, kindDone)
+// appendHashes appends the encoding of a done or begun record (kind) of
+// keys written by the owner of epoch, that expire together.
+func appendHashes(dst []byte, kind byte, epoch, expires int64, hs []keyHash) []byte {
+	dst = append(dst, valueVersion, kind)
 	dst = binary.AppendUvarint(dst, uint64(epoch))
 	dst = binary.AppendVarint(dst, expires)
 	dst = binary.AppendUvarint(dst, uint64(len(hs)))
@@ -230,9 +237,10 @@ func appendDone(dst []byte, epoch, expires int64, hs []keyHash) []byte {
 	return dst
 }
 
-// decodeDone decodes a batch of keys done; fn is called for each hash.
-func decodeDone(b []byte, fn func(h keyHash)) (epoch, expires int64, err error) {
-	b, err = header(b, kindDone)
+// decodeHashes decodes a done or begun record (kind); fn is called for
+// each hash.
+func decodeHashes(b []byte, kind byte, fn func(h keyHash)) (epoch, expires int64, err error) {
+	b, err = header(b, kind)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -355,15 +363,22 @@ func parseKey(k []byte) (key string, claim bool, err error) {
 		return string(k[2:]), false, nil
 	case len(k) > len(claimPrefix) && string(k[:len(claimPrefix)]) == claimPrefix:
 		return "", true, nil
-	case isDoneKey(k):
+	case hashSetKind(k) != 0:
 		return "", false, nil
 	}
 	return "", false, fmt.Errorf("unknown reserved key %q", k)
 }
 
-// isDoneKey reports whether k is the changelog key of a batch of keys done.
-func isDoneKey(k []byte) bool {
-	return len(k) > len(donePrefix) && string(k[:len(donePrefix)]) == donePrefix
+// hashSetKind tells the kind of record a changelog key names if it is a
+// done or begun record, else 0.
+func hashSetKind(k []byte) byte {
+	switch {
+	case len(k) > len(donePrefix) && string(k[:len(donePrefix)]) == donePrefix:
+		return kindDone
+	case len(k) > len(begunPrefix) && string(k[:len(begunPrefix)]) == begunPrefix:
+		return kindBegun
+	}
+	return 0
 }
 
 // headerInt reads a decimal int64 header; ok is false when it is absent.

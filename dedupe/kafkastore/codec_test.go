@@ -45,7 +45,8 @@ func FuzzDecodeEntry(f *testing.F) {
 				t.Fatalf("decoded claim %x to %d, which encodes to %x", b, at, again)
 			}
 		}
-		_, _, _ = decodeDone(b, func(keyHash) {})
+		_, _, _ = decodeHashes(b, kindDone, func(keyHash) {})
+		_, _, _ = decodeHashes(b, kindBegun, func(keyHash) {})
 
 		e, epoch := entryFrom(b)
 		v := appendEntry(nil, epoch, e)

@@ -62,6 +62,9 @@ type partition struct {
 	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
 	sweepAt int                 // sweep m and done for expired entries when they reach this size
 
+	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
+	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
+
 	batches     map[string]int64    // records of keys done in one batch -> their expiry, to delete them once expired
 	dropBatches map[string]struct{} // such records to delete now
 	seq         int64               // numbers this owner's records of keys done
@@ -70,6 +73,41 @@ type partition struct {
 	// after it is its retry and writes the same counts, so that a delivery
 	// whose records landed although the call failed is counted once.
 	retry *updates
+}
+
+// begunRec is a record of keys begun for the first time in one Begin.
+type begunRec struct {
+	key     string // its changelog key
+	left    int    // its keys with no later record (own entry, done)
+	expires int64
+}
+
+// unbegin takes a key out of its begun record, which is deleted from the
+// log once no key is left in it.
+func (ps *partition) unbegin(h keyHash) {
+	rec := ps.begun[h]
+	if rec == nil {
+		return
+	}
+	delete(ps.begun, h)
+	rec.left--
+	if rec.left <= 0 {
+		delete(ps.begunRecs, rec.key)
+		ps.dropBatches[rec.key] = struct{}{}
+	}
+}
+
+// forgetBegun drops a begun record and its keys (expired or deleted).
+func (ps *partition) forgetBegun(rec *begunRec) {
+	delete(ps.begunRecs, rec.key)
+	if rec.left > 0 {
+		for h, r := range ps.begun {
+			if r == rec {
+				delete(ps.begun, h)
+			}
+		}
+	}
+	rec.left = 0
 }
 
 // stale reports whether a record written under epoch must be ignored: a
@@ -159,6 +197,8 @@ func newPartition(p dedupe.Partition, changelog string) *partition {
 		void:        make(map[int64]struct{}),
 		m:           make(map[string]entry),
 		done:        make(map[keyHash]int64),
+		begun:       make(map[keyHash]*begunRec),
+		begunRecs:   make(map[string]*begunRec),
 		pending:     make(map[string]struct{}),
 		batches:     make(map[string]int64),
 		dropBatches: make(map[string]struct{}),
@@ -448,6 +488,14 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 			if ok && e.done {
 				continue
 			}
+			if !ok {
+				// Begun for the first time: its hash goes in the call's
+				// begun record, not a record of its own.
+				u.firsts = append(u.firsts, hashKey(k))
+				u.set(k, entry{attempts: 1, expires: expires})
+				u.first[k] = struct{}{}
+				continue
+			}
 			e.attempts++
 			e.expires = expires
 			u.set(k, e)
@@ -462,7 +510,17 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 		}
 	}
 	if len(u.keys) > 0 {
-		if err := s.write(ctx, ps, u, nil); err != nil {
+		var extra []*kgo.Record
+		if len(u.firsts) > 0 {
+			ps.seq++
+			extra = append(extra, &kgo.Record{
+				Topic:     ps.changelog,
+				Partition: ps.p.Partition,
+				Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+				Value:     appendHashes(make([]byte, 0, 32+len(u.firsts)*keyHashSize), kindBegun, ps.epoch, expires, u.firsts),
+			})
+		}
+		if err := s.write(ctx, ps, u, extra); err != nil {
 			if !errors.Is(err, dedupe.ErrFenced) {
 				ps.retry = u
 			}
@@ -546,7 +604,7 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		Topic:     ps.changelog,
 		Partition: ps.p.Partition,
 		Key:       []byte(key),
-		Value:     appendDone(make([]byte, 0, 32+len(hs)*keyHashSize), ps.epoch, expires, hs),
+		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
 	})
 	return s.write(ctx, ps, nil, extra)
 }
@@ -629,14 +687,18 @@ func (ps *partition) drop() {
 	defer ps.mu.Unlock()
 	ps.released = true
 	ps.m, ps.done, ps.pending, ps.batches, ps.dropBatches, ps.retry = nil, nil, nil, nil, nil, nil
+	ps.begun, ps.begunRecs = nil, nil
 }
 
 // live returns key's entry unless it is absent or expired; an expired entry
 // is dropped and its record queued for deletion. A done key is returned
 // with Done and its expiry only. Called with ps.mu held.
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
+	var h keyHash
+	if len(ps.done) > 0 || len(ps.begun) > 0 {
+		h = hashKey(key)
+	}
 	if len(ps.done) > 0 {
-		h := hashKey(key)
 		if exp, ok := ps.done[h]; ok {
 			if exp == 0 || exp > now {
 				return entry{done: true, expires: exp}, true
@@ -647,6 +709,13 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	}
 	e, ok := ps.m[key]
 	if !ok {
+		if rec := ps.begun[h]; rec != nil && len(ps.begun) > 0 {
+			if rec.expires == 0 || rec.expires > now {
+				return entry{attempts: 1, expires: rec.expires}, true
+			}
+			ps.unbegin(h)
+			s.expired.Add(1)
+		}
 		return entry{}, false
 	}
 	if e.expires != 0 && e.expires <= now {
@@ -678,6 +747,12 @@ func (s *Store) sweep(ps *partition, now int64) {
 			s.expired.Add(1)
 		}
 	}
+	for _, rec := range ps.begunRecs {
+		if rec.expires != 0 && rec.expires <= now {
+			ps.forgetBegun(rec)
+			ps.dropBatches[rec.key] = struct{}{}
+		}
+	}
 	for k, exp := range ps.batches {
 		if exp != 0 && exp <= now {
 			delete(ps.batches, k)
@@ -690,14 +765,16 @@ func (s *Store) sweep(ps *partition, now int64) {
 // updates are the new entries of one call, in the order of their keys'
 // first appearance.
 type updates struct {
-	asked []string // the keys of the call, for Begin's retry
+	asked  []string            // the keys of the call, for Begin's retry
+	firsts []keyHash           // Begin's keys begun for the first time: written in one begun record
+	first  map[string]struct{} // the same keys: no record of their own
 	keys  []string
 	at   map[string]int
 	es   []entry
 }
 
 func newUpdates(n int) *updates {
-	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n)}
+	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n), first: map[string]struct{}{}}
 }
 
 func (u *updates) get(k string) (entry, bool) {
@@ -768,7 +845,9 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 	recs = append(recs, extra...)
 	if u != nil {
 		for i, k := range u.keys {
-			recs = append(recs, ps.record(k, u.es[i]))
+			if _, first := u.first[k]; !first {
+				recs = append(recs, ps.record(k, u.es[i]))
+			}
 		}
 	}
 	if len(recs) == 0 {
@@ -796,6 +875,12 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 		}
 		if u != nil {
 			for i, k := range u.keys {
+				if _, first := u.first[k]; first {
+					continue // folded from the begun record above
+				}
+				if len(ps.begun) > 0 {
+					ps.unbegin(hashKey(k))
+				}
 				ps.m[k] = u.es[i]
 				delete(ps.pending, k)
 			}
