@@ -88,7 +88,7 @@ type memPart struct {
 type memEntry struct {
 	key          string
 	call         uint64 // the backend call that last counted it
-	e            Entry // Markers is owned by the backend, never handed out
+	e            Entry  // Markers is owned by the backend, never handed out
 	written      time.Time
 	older, newer *memEntry
 }

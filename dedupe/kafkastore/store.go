@@ -768,9 +768,9 @@ type updates struct {
 	asked  []string            // the keys of the call, for Begin's retry
 	firsts []keyHash           // Begin's keys begun for the first time: written in one begun record
 	first  map[string]struct{} // the same keys: no record of their own
-	keys  []string
-	at   map[string]int
-	es   []entry
+	keys   []string
+	at     map[string]int
+	es     []entry
 }
 
 func newUpdates(n int) *updates {
