@@ -72,6 +72,8 @@ func scenarios() []Scenario {
 		{Key: "kbatch", Name: "kbatch, defaults", Run: runKbatch},
 		{Key: "kbatch-dedupe-mem", Name: "kbatch, memory dedupe store", Run: runKbatchDedupeMemory},
 		{Key: "kbatch-dedupe-kafka", Name: "kbatch, Kafka dedupe store", Run: runKbatchDedupeKafka},
+		{Key: "kbatch-dedupe-mix-mem", Name: "kbatch, memory store, 10% repeated keys", Run: runKbatchDedupeMixMemory},
+		{Key: "kbatch-dedupe-mix-kafka", Name: "kbatch, Kafka store, 10% repeated keys", Run: runKbatchDedupeMixKafka},
 		{Key: "kbatch-work", Name: "kbatch, simulated work", Run: runKbatchWork},
 		{Key: "kafka-go", Name: "segmentio/kafka-go Reader, CommitInterval", Run: runKafkaGo},
 		{Key: "sarama", Name: "IBM/sarama group, auto-commit", Run: runSarama},
