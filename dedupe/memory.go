@@ -83,6 +83,11 @@ type memPart struct {
 	epoch          uint64 // bumped by each Assign; writes need the writer's epoch to be the current one
 	keys           map[string]*memEntry
 	oldest, newest *memEntry
+
+	// The partition's fallback keys that need no entry of their own: done,
+	// or begun once. offPrefix starts them.
+	offPrefix   string
+	done, begun offsetSpans
 }
 
 type memEntry struct {
@@ -96,7 +101,8 @@ type memEntry struct {
 func (b *MemoryBackend) part(p Partition) *memPart {
 	mp := b.parts[p]
 	if mp == nil {
-		mp = &memPart{keys: make(map[string]*memEntry)}
+		mp = &memPart{keys: make(map[string]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0)}
+		mp.offPrefix = mp.offPrefix[:len(mp.offPrefix)-1] // up to the offset
 		b.parts[p] = mp
 	}
 	return mp
@@ -213,6 +219,7 @@ func (m *Memory) Assign(ctx context.Context, p Partition) error {
 		m.check(p, mp, me, now)
 		me = next
 	}
+	m.expireOldest(mp, now)
 	m.trim()
 	return nil
 }
@@ -230,13 +237,50 @@ func (m *Memory) Lookup(ctx context.Context, p Partition, keys []string) ([]Entr
 		return nil, err
 	}
 	now := m.now()
+	m.expireOldest(mp, now)
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
 		if me := m.lookup(p, mp, k, now); me != nil {
 			out[i] = copyEntry(me.e)
+		} else if o, ok := offsetOf(k, mp.offPrefix); ok {
+			out[i] = m.spanEntry(mp, o)
 		}
 	}
 	return out, nil
+}
+
+// spanEntry is the entry of offset o's fallback key held in a span, or the
+// zero Entry. Called with b.mu held.
+func (m *Memory) spanEntry(mp *memPart, o int64) Entry {
+	if i := mp.done.find(o); i >= 0 {
+		return Entry{Done: true, Expires: mp.done.s[i].written.Add(m.maxAge)}
+	}
+	if i := mp.begun.find(o); i >= 0 {
+		return Entry{Attempts: 1, Expires: mp.begun.s[i].written.Add(m.maxAge)}
+	}
+	return Entry{}
+}
+
+// entryFor returns key's map entry for a write, moving a fallback key out
+// of its span first (its state seeds the entry); nil when key has neither.
+// Called with b.mu held.
+func (m *Memory) entryFor(p Partition, mp *memPart, key string, now time.Time) *memEntry {
+	if me := m.lookup(p, mp, key, now); me != nil {
+		return me
+	}
+	o, ok := offsetOf(key, mp.offPrefix)
+	if !ok {
+		return nil
+	}
+	e := m.spanEntry(mp, o)
+	if !e.Done && e.Attempts == 0 {
+		return nil
+	}
+	mp.done.remove(o)
+	mp.begun.remove(o)
+	me := m.write(mp, nil, key, now)
+	me.e.Attempts, me.e.Done = e.Attempts, e.Done
+	return me
 }
 
 // Begin increments the attempts of every key of keys that is not done, once
@@ -257,7 +301,25 @@ func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry
 	call := m.b.calls
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
-		me := m.lookup(p, mp, k, now)
+		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
+			// A fallback key without an entry: in a span if it is new,
+			// done, or begun in this very call.
+			if j := mp.done.find(o); j >= 0 {
+				out[i] = Entry{Done: true, Expires: mp.done.s[j].written.Add(m.maxAge)}
+				continue
+			}
+			j := mp.begun.find(o)
+			if j < 0 {
+				mp.begun.add(o, call, now)
+				out[i] = Entry{Attempts: 1, Expires: now.Add(m.maxAge)}
+				continue
+			}
+			if mp.begun.s[j].call == call {
+				out[i] = Entry{Attempts: 1, Expires: mp.begun.s[j].written.Add(m.maxAge)}
+				continue
+			}
+		}
+		me := m.entryFor(p, mp, k, now)
 		if me != nil && (me.e.Done || me.call == call) {
 			out[i] = copyEntry(me.e)
 			continue
@@ -287,7 +349,7 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 		return err
 	}
 	now := m.now()
-	me := m.lookup(p, mp, key, now)
+	me := m.entryFor(p, mp, key, now)
 	if me != nil && me.e.HasMarker(marker) {
 		return nil
 	}
@@ -310,7 +372,16 @@ func (m *Memory) Done(ctx context.Context, p Partition, keys []string) error {
 		return err
 	}
 	now := m.now()
+	m.b.calls++
+	call := m.b.calls
 	for _, k := range keys {
+		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
+			if mp.done.find(o) < 0 {
+				mp.begun.remove(o)
+				mp.done.add(o, call, now)
+			}
+			continue
+		}
 		me := m.lookup(p, mp, k, now)
 		if me != nil && me.e.Done {
 			continue
@@ -347,7 +418,7 @@ func (m *Memory) Stats() MemoryStats {
 	keys := 0
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp != nil && mp.epoch == epoch {
-			keys += len(mp.keys)
+			keys += len(mp.keys) + mp.done.n + mp.begun.n
 		}
 	}
 	return MemoryStats{Keys: keys, Malformed: m.malformed, Evicted: m.evicted, Expired: m.expired}
@@ -421,33 +492,67 @@ func (m *Memory) expireOldest(mp *memPart, now time.Time) {
 		m.expired++
 		mp.remove(me)
 	}
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		for len(ss.s) > 0 && !now.Before(ss.s[0].written.Add(m.maxAge)) {
+			m.expired += int64(ss.popFront())
+		}
+	}
 }
 
 // trim forgets the least recently written keys of the partitions m owns
-// until they hold at most MaxKeys. Called with b.mu held.
+// until they hold at most MaxKeys entries (a span of fallback keys is one
+// entry). Called with b.mu held.
 func (m *Memory) trim() {
 	total := 0
 	parts := m.trimBuf[:0] // the partitions m still owns, looked up once
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp.epoch == epoch {
-			total += len(mp.keys)
+			total += mp.entries()
 			parts = append(parts, mp)
 		}
 	}
 	m.trimBuf = parts[:0]
 	for ; total > m.maxKeys; total-- {
 		var victim *memPart
+		var vt time.Time
 		for _, mp := range parts {
-			if mp.oldest == nil {
-				continue
-			}
-			if victim == nil || mp.oldest.written.Before(victim.oldest.written) {
-				victim = mp
+			if t, ok := mp.oldestWrite(); ok && (victim == nil || t.Before(vt)) {
+				victim, vt = mp, t
 			}
 		}
-		victim.remove(victim.oldest)
-		m.evicted++
+		m.evicted += int64(victim.forgetOldest())
 	}
+}
+
+// entries is how many entries mp holds against MaxKeys.
+func (mp *memPart) entries() int { return len(mp.keys) + len(mp.done.s) + len(mp.begun.s) }
+
+// oldestWrite is the time of mp's least recently written entry or span.
+func (mp *memPart) oldestWrite() (time.Time, bool) {
+	var t time.Time
+	ok := false
+	if mp.oldest != nil {
+		t, ok = mp.oldest.written, true
+	}
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		if len(ss.s) > 0 && (!ok || ss.s[0].written.Before(t)) {
+			t, ok = ss.s[0].written, true
+		}
+	}
+	return t, ok
+}
+
+// forgetOldest forgets mp's least recently written entry or span and
+// returns how many keys that was.
+func (mp *memPart) forgetOldest() int {
+	t, _ := mp.oldestWrite()
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		if len(ss.s) > 0 && ss.s[0].written.Equal(t) && (mp.oldest == nil || !mp.oldest.written.Before(t)) {
+			return ss.popFront()
+		}
+	}
+	mp.remove(mp.oldest)
+	return 1
 }
 
 // validEntry reports why e cannot have been written by a store, if it
