@@ -90,6 +90,9 @@ func (ps *partition) unbegin(h keyHash) {
 		return
 	}
 	delete(ps.begun, h)
+	if len(ps.begun) == 0 {
+		clear(ps.begun) // a map emptied key by key keeps its tombstones: probes grow long
+	}
 	rec.left--
 	if rec.left <= 0 {
 		delete(ps.begunRecs, rec.key)
@@ -484,14 +487,15 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 			if _, dup := u.get(k); dup {
 				continue
 			}
-			e, ok := s.live(ps, k, now)
+			h := hashKey(k)
+			e, ok := s.liveHashed(ps, k, h, now)
 			if ok && e.done {
 				continue
 			}
 			if !ok {
 				// Begun for the first time: its hash goes in the call's
 				// begun record, not a record of its own.
-				u.firsts = append(u.firsts, hashKey(k))
+				u.firsts = append(u.firsts, h)
 				u.set(k, entry{attempts: 1, expires: expires})
 				u.first[k] = struct{}{}
 				continue
@@ -698,6 +702,12 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	if len(ps.done) > 0 || len(ps.begun) > 0 {
 		h = hashKey(key)
 	}
+	return s.liveHashed(ps, key, h, now)
+}
+
+// liveHashed is live for a key whose hash the caller has (or whose hash
+// is not needed: the zero hash while done and begun are empty).
+func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
 	if len(ps.done) > 0 {
 		if exp, ok := ps.done[h]; ok {
 			if exp == 0 || exp > now {
