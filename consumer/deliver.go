@@ -172,9 +172,7 @@ func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, 
 	}
 	t := tracked{w: w, recs: recs, st: st}
 	for {
-		if !t.settle() {
-			return t.head, false
-		}
+		t.settle()
 		if t.head == len(recs) {
 			return t.head, true
 		}
@@ -242,9 +240,8 @@ func markCopies(st []recState) {
 
 // settle completes the records at the head that need no delivery: done
 // (skipped), copies of a key whose first copy is complete (skipped), and
-// those already handled or dead-lettered. It reports false when the worker
-// must stop.
-func (t *tracked) settle() bool {
+// those already handled or dead-lettered.
+func (t *tracked) settle() {
 	w := t.w
 	from, skipped := t.head, 0
 	for ; t.head < len(t.recs); t.head++ {
@@ -268,7 +265,6 @@ func (t *tracked) settle() bool {
 		w.topic.skipped.Add(int64(skipped))
 	}
 	w.complete(t.recs, from, t.head)
-	return true
 }
 
 // next picks the records of the next delivery: the head alone if it was

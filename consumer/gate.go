@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/kbatch/kbatch/dedupe"
@@ -120,7 +121,8 @@ func (g *gate) recover(w *worker) bool {
 		return false
 	}
 	g.stats.storeReassigns.Add(1)
-	w.c.cfg.Logger.Warn("kbatch: dedupe store refused the partition; claiming it again and starting the batch over from its first record not complete",
+	w.c.sampler.log(w.c.cfg.Logger, slog.LevelWarn, "reassign "+w.tp.String(),
+		"kbatch: dedupe store refused the partition; claiming it again and starting the batch over from its first record not complete",
 		"partition", w.tp.String(), "err", err)
 	if !w.sleep(backoff(w.c.cfg.Retry, 1)) {
 		return false
