@@ -8,8 +8,11 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // The changelog's record layout.
@@ -218,10 +221,44 @@ const keyHashSize = 16
 type keyHash [keyHashSize]byte
 
 // hashKey is SHA-256 cut to 128 bits: collision resistant, so that nobody
-// can choose an idempotency key that makes another record skipped.
+// can choose an idempotency key that makes another record skipped. A
+// fallback key (dedupe.OffsetKey), which nobody chooses, is spelt out
+// instead, cheaper: its offset in the first 8 bytes, then FNV-1a of its
+// topic and partition. Two fallback keys of one partition never collide
+// (their offsets differ); one meeting a SHA-256 output is a 128-bit
+// coincidence, as likely as two SHA-256 outputs meeting.
 func hashKey(key string) keyHash {
+	if dedupe.IsOffsetKey(key) {
+		if h, ok := offsetHash(key); ok {
+			return h
+		}
+	}
 	sum := sha256.Sum256([]byte(key))
 	return keyHash(sum[:keyHashSize])
+}
+
+// offsetHash spells out a fallback key "\x00o:<topic>/<partition>/<offset>"
+// written as OffsetKey writes it (a canonical offset); ok is false for any
+// other spelling, which is hashed.
+func offsetHash(key string) (keyHash, bool) {
+	slash := strings.LastIndexByte(key, '/')
+	digits := key[slash+1:]
+	if slash < 0 || digits == "" || digits[0] < '0' || digits[0] > '9' || (digits[0] == '0' && len(digits) > 1) {
+		return keyHash{}, false
+	}
+	o, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return keyHash{}, false
+	}
+	var h keyHash
+	binary.BigEndian.PutUint64(h[0:8], uint64(o))
+	f := uint64(14695981039346656037) // FNV-1a, 64 bits
+	for i := 0; i < slash; i++ {
+		f ^= uint64(key[i])
+		f *= 1099511628211
+	}
+	binary.BigEndian.PutUint64(h[8:16], f)
+	return h, true
 }
 
 // appendHashes appends the encoding of a done or begun record (kind) of

@@ -2,11 +2,14 @@ package kafkastore
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // FuzzDecodeEntry states the changelog codec's invariants: decoding any
@@ -137,5 +140,30 @@ func TestEntryFromANewerVersionIsRead(t *testing.T) {
 	claim := append(appendClaim(nil, 42), 0x09, 0x01, 0xff)
 	if at, err := decodeClaim(claim); err != nil || at != 42 {
 		t.Fatalf("decodeClaim of a newer version's claim: %d, %v", at, err)
+	}
+}
+
+// TestFallbackKeysAreSpeltOutNotHashed guards the cheap form of fallback
+// keys: two fallback keys of one partition must never share a hash (one
+// would be skipped as the other), fallback keys of other partitions or
+// topics must differ too, and any other spelling goes through SHA-256.
+func TestFallbackKeysAreSpeltOutNotHashed(t *testing.T) {
+	seen := map[keyHash]string{}
+	for _, topic := range []string{"orders", "orders/0", "a"} {
+		for p := int32(0); p < 3; p++ {
+			for o := int64(0); o < 300; o++ {
+				k := dedupe.OffsetKey(topic, p, o)
+				h := hashKey(k)
+				if prev, dup := seen[h]; dup {
+					t.Fatalf("%q and %q share a hash", prev, k)
+				}
+				seen[h] = k
+			}
+		}
+	}
+	for _, k := range []string{"\x00o:orders/0/05", "\x00o:orders/0/+5", "\x00o:orders/0/", "order-5"} {
+		if sum := sha256.Sum256([]byte(k)); hashKey(k) != keyHash(sum[:keyHashSize]) {
+			t.Errorf("%q is not hashed with SHA-256", k)
+		}
 	}
 }
