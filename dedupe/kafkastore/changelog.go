@@ -400,7 +400,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64) {
 	rec := &begunRec{key: k, expires: expires}
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
-		if exp, done := ps.done[h]; done && (exp == 0 || exp > now) {
+		if exp, done := ps.done[h]; done && exp.live(now) {
 			return
 		}
 		ps.unbegin(h)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -58,7 +59,7 @@ type partition struct {
 	next    int64              // the offset after the last changelog record folded into m
 
 	m       map[string]entry    // the live entries not done: attempts and markers
-	done    map[keyHash]int64   // the keys done, by hash: their expiry and nothing else
+	done    map[keyHash]expSec  // the keys done, by hash: their expiry and nothing else
 	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
 	sweepAt int                 // sweep m and done for expired entries when they reach this size
 
@@ -126,10 +127,34 @@ func (ps *partition) stale(epoch int64) bool {
 
 // setDone records the hash of a key done until expires.
 func (ps *partition) setDone(h keyHash, expires int64) {
-	if old, ok := ps.done[h]; !ok || old < expires {
-		ps.done[h] = expires
+	e := toExpSec(expires)
+	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
+		ps.done[h] = e
 	}
 }
+
+// expSec is a done key's expiry in whole Unix seconds, rounded up (0: no
+// expiry): 4 bytes a key rather than 8, which with the 16-byte hash keeps a
+// done key near 40 bytes in memory. It lasts until 2106.
+type expSec uint32
+
+func toExpSec(ns int64) expSec {
+	switch {
+	case ns == 0:
+		return 0
+	case ns < 0:
+		return 1 // long expired
+	case ns >= math.MaxUint32*int64(time.Second):
+		return math.MaxUint32
+	}
+	return expSec((ns + int64(time.Second) - 1) / int64(time.Second))
+}
+
+// nanos is the expiry in Unix nanoseconds (0: none).
+func (e expSec) nanos() int64 { return int64(e) * int64(time.Second) }
+
+// live reports whether the key has not expired at now.
+func (e expSec) live(now int64) bool { return e == 0 || e.nanos() > now }
 
 // bound forgets the keys done that expire first while the partition holds
 // more than MaxKeys keys, down to seven eighths of it so that the scan is
@@ -148,7 +173,7 @@ func (s *Store) bound(ps *partition) {
 	}
 	// The expiry below which excess keys lie, estimated from a sample
 	// (map order is random): then one pass deletes them.
-	sample := make([]int64, 0, 256)
+	sample := make([]expSec, 0, 256)
 	for _, exp := range ps.done {
 		sample = append(sample, exp)
 		if len(sample) == cap(sample) {
@@ -199,7 +224,7 @@ func newPartition(p dedupe.Partition, changelog string) *partition {
 		changelog:   changelog,
 		void:        make(map[int64]struct{}),
 		m:           make(map[string]entry),
-		done:        make(map[keyHash]int64),
+		done:        make(map[keyHash]expSec),
 		begun:       make(map[keyHash]*begunRec),
 		begunRecs:   make(map[string]*begunRec),
 		pending:     make(map[string]struct{}),
@@ -591,7 +616,7 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		if seen != nil {
 			seen[h] = struct{}{}
 		}
-		if exp, ok := ps.done[h]; ok && (exp == 0 || exp > now) {
+		if exp, ok := ps.done[h]; ok && exp.live(now) {
 			continue
 		}
 		if _, ok := ps.m[k]; ok {
@@ -710,8 +735,8 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
 	if len(ps.done) > 0 {
 		if exp, ok := ps.done[h]; ok {
-			if exp == 0 || exp > now {
-				return entry{done: true, expires: exp}, true
+			if exp.live(now) {
+				return entry{done: true, expires: exp.nanos()}, true
 			}
 			delete(ps.done, h)
 			s.expired.Add(1)
@@ -752,7 +777,7 @@ func (s *Store) sweep(ps *partition, now int64) {
 		}
 	}
 	for h, exp := range ps.done {
-		if exp != 0 && exp <= now {
+		if !exp.live(now) {
 			delete(ps.done, h)
 			s.expired.Add(1)
 		}
