@@ -241,7 +241,7 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 // are folded in with it when nobody wrote in between.
 func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]int64) {
 	if kind := hashSetKind(r.Key); kind != 0 {
-		s.foldHashes(ps, r, kind, now)
+		s.foldHashes(ps, r, kind, now, false)
 		return
 	}
 	key, isClaim, err := parseKey(r.Key)
@@ -346,8 +346,10 @@ func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]
 }
 
 // foldHashes folds a record of keys done, or of keys begun for the first
-// time, in one call into ps.
-func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64) {
+// time, in one call into ps. own says the record is this store's write,
+// folded right after it landed: its Begin handed out no key done, so that
+// is not looked up again.
+func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, own bool) {
 	k := string(r.Key)
 	if r.Value == nil {
 		epoch, err := tombstoneEpoch(r)
@@ -400,7 +402,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64) {
 	rec := &begunRec{key: k, expires: expires}
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
-		if exp, done := ps.done[h]; done && exp.live(now) {
+		if exp, done := ps.done[h]; !own && done && exp.live(now) {
 			return
 		}
 		ps.unbegin(h)

@@ -906,7 +906,11 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 			delete(ps.batches, k)
 		}
 		for _, r := range extra {
-			s.fold(ps, r, now, nil)
+			if kind := hashSetKind(r.Key); kind != 0 && r.Value != nil {
+				s.foldHashes(ps, r, kind, now, true)
+			} else {
+				s.fold(ps, r, now, nil)
+			}
 		}
 		if u != nil {
 			for i, k := range u.keys {
