@@ -36,6 +36,7 @@ type Batch struct {
 	Reason FlushReason
 
 	w     *worker
+	token FencingToken     // Token of a batch without a worker (NewTestBatch)
 	state []*recState      // per record of Records; nil without Dedupe and DeadLetter
 	marks map[int][]string // markers when state is nil
 }
@@ -47,6 +48,19 @@ type recState struct {
 	markers  []string
 	done     bool
 	lastErr  string
+}
+
+// Token is the fencing token of this member's ownership of the batch's
+// partition (see FencingToken): the same for every batch until the
+// partition is revoked or lost, and greater for every later owner. A
+// handler that writes to a sink together with its offset stores the token
+// in the same transaction and refuses to write under a token smaller than
+// the stored one (examples/pg-sink).
+func (b *Batch) Token() FencingToken {
+	if b.w != nil {
+		return b.w.token
+	}
+	return b.token
 }
 
 // FirstOffset is the offset of the batch's first record.
