@@ -18,9 +18,9 @@ import (
 // BlockRebalanceOnPoll) never while the poll loop holds polled records.
 // With StartOffsets it first asks where the partitions start (start.go);
 // every worker it starts carries the session's fencing token.
-func (c *Consumer) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (c *Consumer) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	c.stats.rebalances.Add(1)
-	token := c.assignToken()
+	token := assignToken(cl)
 	restart := c.fencedToRestart(assigned)
 	starts, ok := c.askStartOffsets(ctx, token, append(partitionsOf(assigned), restart...))
 	if !ok {

@@ -40,11 +40,12 @@ type FencingToken int32
 // StartOffsetsFunc is the type of Config.StartOffsets.
 type StartOffsetsFunc func(ctx context.Context, token FencingToken, partitions []offsets.Partition) (map[offsets.Partition]int64, error)
 
-// assignToken reads the fencing token of the partitions assigned now: kgo
-// stores the generation (or member epoch) of a session before it calls the
-// assign callback of that session.
-func (c *Consumer) assignToken() FencingToken {
-	_, gen := c.cl.GroupMetadata()
+// assignToken reads the fencing token of the partitions assigned now from
+// cl, the client passed to the assign callback (c.cl may not be set yet):
+// kgo stores the generation (or member epoch) of a session before it calls
+// the assign callback of that session.
+func assignToken(cl *kgo.Client) FencingToken {
+	_, gen := cl.GroupMetadata()
 	return FencingToken(gen)
 }
 
