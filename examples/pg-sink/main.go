@@ -51,11 +51,11 @@ import (
 
 type flags struct {
 	brokers, topic, group, dsn, table, offsetsTable, metrics string
-	records, partitions, batch                              int
-	serve                                                   bool
-	protocol                                                string
-	sessionTimeout, idleInTx                                time.Duration
-	dieInBatch, stopBeforeBatch                             int
+	records, partitions, batch                               int
+	serve                                                    bool
+	protocol                                                 string
+	sessionTimeout, idleInTx                                 time.Duration
+	dieInBatch, stopBeforeBatch                              int
 }
 
 func main() {
