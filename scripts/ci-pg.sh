@@ -11,7 +11,8 @@
 #   3. uses the broker of KAFKA_BROKERS if set, else the one of scripts/kafka/kafka.sh,
 #      started here if it is not running already (and then stopped at exit);
 #   4. go test -race -count=1 in each example module with KBATCH_PG_DSN and KAFKA_BROKERS
-#      set, printing the CRASH-SUMMARY lines;
+#      set, printing the CRASH-SUMMARY lines; then the bench's PostgreSQL scenarios
+#      (kbatch-pg-sink, pg-per-record) on a small topic, checked for every record;
 #   5. always stops the cluster and removes its directory, and stops a broker it started.
 #
 # Knobs: KBATCH_PG_CI_TIMEOUT (seconds for the tests of one module, default 900);
@@ -157,6 +158,21 @@ for m in "${MODULES[@]}"; do
     failed+=("$m")
   fi
 done
+
+# The bench's PostgreSQL scenarios (kbatch-pg-sink, pg-per-record) on a small topic: they
+# receive every record (rates are not asserted).
+t0=$(date +%s)
+log "==== bench: the PostgreSQL scenarios receive every record"
+set +e
+(cd bench && timeout "$TEST_TIMEOUT" go test -count=1 -run 'TestEveryScenarioReceivesEveryRecord' -v .) >"$LOG_DIR/bench.log" 2>&1
+rc=$?
+set -e
+if (( rc == 0 )) && grep -q 'kbatch-pg-sink' "$LOG_DIR/bench.log" && grep -q 'pg-per-record' "$LOG_DIR/bench.log"; then
+  log "==== bench: ok in $(( $(date +%s) - t0 ))s"
+else
+  log "==== bench: FAILED (exit $rc, or the PostgreSQL scenarios did not run) (log: $LOG_DIR/bench.log)"
+  failed+=(bench)
+fi
 
 if (( ${#failed[@]} )); then
   log "FAILED: ${failed[*]}"
