@@ -74,6 +74,9 @@ type options struct {
 	memBacklogs   string
 	memRecordWait time.Duration
 	memSlack      int64
+
+	orderingMode bool
+	ordering     orderingOptions
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -111,6 +114,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.memRecordWait, "memcheck-wait", 10*time.Microsecond, "memory check: the handler's wait per record of a batch (a slow handler)")
 	o.memSlack = defaultMemSlack
 	fs.Var((*sizeFlag)(&o.memSlack), "memcheck-slack", "memory check: the constant allowed over MaxBufferedBytes (the process's own baseline; see README)")
+	fs.BoolVar(&o.orderingMode, "ordering", false, "run the ordering suite instead of the table: one partition, a handler waiting -ordering-work per record, partition order against the concurrent modes (and Confluent Parallel Consumer with -brokers)")
+	fs.IntVar(&o.ordering.records, "ordering-records", 100_000, "ordering suite: records on the partition (a run stops when all are handled or at -ordering-time)")
+	fs.IntVar(&o.ordering.keys, "ordering-keys", 1000, "ordering suite: distinct record keys")
+	fs.DurationVar(&o.ordering.work, "ordering-work", 5*time.Millisecond, "ordering suite: the handler's wait per record (a sink round trip)")
+	fs.DurationVar(&o.ordering.deadline, "ordering-time", 8*time.Second, "ordering suite: a run stops this long after its first record")
+	fs.StringVar(&o.ordering.concurrency, "ordering-concurrency", "1,8,64", "ordering suite: the concurrencies of the concurrent modes")
+	fs.StringVar(&o.ordering.scenarios, "ordering-scenarios", "", "ordering suite: scenario keys to run (default all)")
+	fs.StringVar(&o.ordering.pcSh, "pc-sh", "", "path of scripts/parallel-consumer/pc.sh; default: found from the working directory upwards")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -171,6 +182,11 @@ func main() {
 	defer stop()
 	var failed bool
 	switch {
+	case o.orderingMode:
+		var rep *OrderingReport
+		if rep, err = runOrdering(ctx, o, os.Stdout); err == nil {
+			failed = rep.Failed
+		}
 	case o.memcheck:
 		var rep *MemReport
 		if rep, err = runMemCheck(ctx, o, os.Stdout); err == nil {
@@ -201,8 +217,10 @@ func main() {
 // together.
 func checkModeFlags(o *options) error {
 	switch {
-	case o.memcheck && o.sweep != "":
-		return errors.New("-memcheck and -sweep are separate modes: give one")
+	case o.memcheck && o.sweep != "", o.orderingMode && (o.memcheck || o.sweep != ""):
+		return errors.New("-memcheck, -sweep and -ordering are separate modes: give one")
+	case o.orderingMode && (o.ordering.records < 2 || o.ordering.keys < 1 || o.ordering.work < 0 || o.ordering.deadline <= 0):
+		return errors.New("-ordering needs -ordering-records >= 2, -ordering-keys >= 1, -ordering-work >= 0 and -ordering-time > 0")
 	case (o.memcheck || o.sweep != "") && o.topic != "":
 		return errors.New("-topic cannot be used with -sweep or -memcheck: every point needs a topic of its own")
 	case o.sweepBytes < 1:
