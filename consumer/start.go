@@ -52,7 +52,8 @@ func assignToken(cl *kgo.Client) FencingToken {
 // askStartOffsets calls Config.StartOffsets for the partitions assigned now,
 // retrying with the Retry backoff for at most DrainTimeout, and keeps the
 // offsets it returns for adjustFetchOffsets. It reports false when it kept
-// failing: Run then stops with the error and no worker is started.
+// failing (Run then stops with the error) or the consumer is closing; no
+// worker is started then.
 func (c *Consumer) askStartOffsets(ctx context.Context, token FencingToken, tps []offsets.Partition) (map[offsets.Partition]int64, bool) {
 	if c.cfg.StartOffsets == nil || len(tps) == 0 {
 		return nil, true
@@ -93,6 +94,11 @@ func (c *Consumer) askStartOffsets(ctx context.Context, token FencingToken, tps 
 		case <-t.C:
 		case <-ctx.Done():
 		case <-c.closing:
+			t.Stop()
+			// Closing: Run is stopping anyway, and this is not why.
+			c.cfg.Logger.Warn("kbatch: closing while StartOffsets fails; the partitions are not started",
+				"partitions", len(tps), "err", err)
+			return nil, false
 		}
 		t.Stop()
 	}

@@ -373,3 +373,44 @@ func TestNewTestBatchWithToken(t *testing.T) {
 		t.Fatalf("token %d, want 7", got)
 	}
 }
+
+// Guards Close during a failing StartOffsets: the retries stop at once and
+// Run returns nil (the user asked to stop; the failing sink is not why),
+// without waiting out DrainTimeout and without handling anything.
+func TestCloseStopsStartOffsetsRetries(t *testing.T) {
+	_, _, cfg := onePartition(t, 10, produce100)
+	cfg.Retry = Retry{Initial: 50 * time.Millisecond, Max: 50 * time.Millisecond}
+	cfg.DrainTimeout = time.Minute
+	failing := make(chan struct{}, 1)
+	cfg.StartOffsets = func(context.Context, FencingToken, []offsets.Partition) (map[offsets.Partition]int64, error) {
+		select {
+		case failing <- struct{}{}:
+		default:
+		}
+		return nil, errors.New("sink unreachable")
+	}
+	var handled atomic.Bool
+	c, err := New(cfg, func(context.Context, *Batch) error { handled.Store(true); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	<-failing
+	start := time.Now()
+	_ = c.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after Close, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of Close")
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("Close took %s: the retries waited out DrainTimeout", d)
+	}
+	if handled.Load() {
+		t.Fatal("a batch was handled though its partition's start is unknown")
+	}
+}
