@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/internal/kafkatest"
 	"github.com/kbatch/kbatch/offsets"
 )
@@ -413,4 +414,135 @@ func TestCloseStopsStartOffsetsRetries(t *testing.T) {
 	if handled.Load() {
 		t.Fatal("a batch was handled though its partition's start is unknown")
 	}
+}
+
+// Guards StartOffsets on the fenced-restart path: after a commit refused for
+// a stale generation, the partitions kept by the next session start again
+// where the sink says (asked again, under the new session's greater token).
+// The stopped worker's batch still in its handler is the zombie here: the
+// sink, fencing by token, refuses its write. With a sink that stores its
+// offset and token with its results, no record is written twice and none is
+// lost. It injects the error, so it runs on a kfake cluster of its own.
+func TestFencedRestartStartsWhereTheSinkSays(t *testing.T) {
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	const topic, n, parts = "fenced-start", 20000, 2
+	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), parts, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
+		t.Fatal(err)
+	}
+	// The first commit past a quarter of partition 0 is refused with
+	// ILLEGAL_GENERATION for every partition.
+	var fenced atomic.Bool
+	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		r := req.(*kmsg.OffsetCommitRequest)
+		past := false
+		for _, rt := range r.Topics {
+			for _, rp := range rt.Partitions {
+				past = past || (rp.Partition == 0 && rp.Offset > n/parts/4)
+			}
+		}
+		if !past || !fenced.CompareAndSwap(false, true) {
+			return nil, nil, false
+		}
+		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.IllegalGeneration.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	// The sink: per partition the next offset and the owner's token,
+	// written with the results.
+	var (
+		mu      sync.Mutex
+		next    = map[int32]int64{}
+		owner   = map[int32]FencingToken{}
+		handled = map[int32]map[int64]int{}
+		calls   []FencingToken
+		refused int
+	)
+	cfg := Config{
+		Brokers: brokers, Group: "fenced-start-group", Topics: []string{topic},
+		Batch:      batcher.Policy{MaxRecords: 100, MaxWait: 10 * time.Millisecond},
+		Commit:     offsets.Policy{EveryRecords: -1, Interval: 20 * time.Millisecond},
+		ClientOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)},
+		StartOffsets: func(_ context.Context, token FencingToken, tps []offsets.Partition) (map[offsets.Partition]int64, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, token)
+			out := map[offsets.Partition]int64{}
+			for _, tp := range tps {
+				owner[tp.Partition] = token // the claim
+				if at, ok := next[tp.Partition]; ok {
+					out[tp] = at
+				}
+			}
+			return out, nil
+		},
+	}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		s := 0
+		for _, m := range handled {
+			s += len(m)
+		}
+		return s
+	}
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		if owner[b.Partition] > b.Token() {
+			refused++
+			return errors.New("refused: the partition has a newer owner")
+		}
+		if at, ok := next[b.Partition]; ok && b.FirstOffset() != at {
+			t.Errorf("partition %d: batch starts at %d, the sink's next offset is %d", b.Partition, b.FirstOffset(), at)
+		}
+		if handled[b.Partition] == nil {
+			handled[b.Partition] = map[int64]int{}
+		}
+		for _, r := range b.Records {
+			handled[b.Partition][r.Offset]++
+		}
+		next[b.Partition] = b.LastOffset() + 1
+		return nil
+	})
+	waitUntil(t, 60*time.Second, "every record, after the fence", func() bool { return total() == n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !fenced.Load() {
+		t.Fatal("the fence was never injected")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for p, m := range handled {
+		for off, k := range m {
+			if k != 1 {
+				t.Errorf("partition %d offset %d handled %d times", p, off, k)
+			}
+		}
+	}
+	if len(calls) < 2 || calls[len(calls)-1] <= calls[0] {
+		t.Fatalf("StartOffsets tokens %v: want a second call, for the restart, under a greater token", calls)
+	}
+	t.Logf("StartOffsets tokens: %v; writes refused: %d", calls, refused)
 }
