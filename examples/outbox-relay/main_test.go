@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -294,5 +297,70 @@ func TestRelayCrashBetweenProduceAndMark(t *testing.T) {
 	}
 	if st.rows != first+more || missing != 0 || st.repeated != 0 {
 		t.Fatalf("got %+v and %d missing, want %d orders shipped once each", st, missing, first+more)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Guards the services' endpoints: the relay serves its backlog gauge, the
+// consumer kbatch's metrics and its health.
+func TestServeMetricsAndHealth(t *testing.T) {
+	f, pool, tb := testTables(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	k := kbatchtest.New(t)
+	f.topic = kbatchtest.Name(t, "outbox-metrics")
+	f.group = kbatchtest.Name(t, "shipper")
+	f.brokers = strings.Join(k.Brokers(), ",")
+	f.batch, f.poll = 100, 100*time.Millisecond
+	if err := k.CreateTopic(ctx, f.topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := placeOrders(ctx, pool, tb, f.topic, 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	relayAddr, consumerAddr := freeAddr(t), freeAddr(t)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 2)
+	fr, fc := f, f
+	fr.metrics, fc.metrics = relayAddr, consumerAddr
+	go func() { done <- runRelay(runCtx, fr, nil) }()
+	go func() { done <- runConsumer(runCtx, fc, nil) }()
+	waitFor(t, time.Minute, "the backlog gauge at 0 after 5 rows sent", func() bool {
+		code, body := get("http://" + relayAddr + "/metrics")
+		return code == 200 && strings.Contains(body, "outbox_relay_rows_sent_total 5") && strings.Contains(body, "outbox_relay_backlog_rows 0")
+	})
+	waitFor(t, time.Minute, "the 5 orders shipped and reported", func() bool {
+		code, body := get("http://" + consumerAddr + "/metrics")
+		return code == 200 && strings.Contains(body, "outbox_consumer_orders_shipped_total 5") && strings.Contains(body, "kbatch_")
+	})
+	for _, path := range []string{"/readyz", "/healthz"} {
+		if code, _ := get("http://" + consumerAddr + path); code != 200 {
+			t.Errorf("consumer %s answered %d, want 200", path, code)
+		}
+	}
+	stop()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -374,5 +377,70 @@ func TestCrashExactlyOnce(t *testing.T) {
 		if committed[p] != e {
 			t.Errorf("partition %d: Kafka commit %d, end %d: the commits for lag tools fell behind", p, committed[p], e)
 		}
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// get fetches url and returns its status and body.
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Guards the service's endpoints: -metrics serves kbatch's and the sink's
+// metrics and the consumer's health.
+func TestServeMetricsAndHealth(t *testing.T) {
+	pgDSN := dsn(t)
+	k := kbatchtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := kbatchtest.Name(t, "pgsink-metrics")
+	if err := k.CreateTopic(ctx, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Produce(ctx, topic, 10, eventRecord); err != nil {
+		t.Fatal(err)
+	}
+	table := tableName() + "_rows"
+	addr := freeAddr(t)
+	f := flags{brokers: strings.Join(k.Brokers(), ","), topic: topic, group: kbatchtest.Name(t, "g"), dsn: pgDSN,
+		table: table, offsetsTable: table + "_offsets", metrics: addr, batch: 100, protocol: "classic", sessionTimeout: 6 * time.Second}
+	pool, err := openPool(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	defer pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+quote(f.table)+", "+quote(f.offsetsTable)) //nolint:errcheck
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- serve(runCtx, f, nil) }()
+	waitFor(t, time.Minute, "the 10 records written and reported", func() bool {
+		code, body := get("http://" + addr + "/metrics")
+		return code == 200 && strings.Contains(body, "pg_sink_records_written_total 10") && strings.Contains(body, "kbatch_")
+	})
+	if code, _ := get("http://" + addr + "/readyz"); code != 200 {
+		t.Errorf("/readyz answered %d, want 200", code)
+	}
+	if code, _ := get("http://" + addr + "/healthz"); code != 200 {
+		t.Errorf("/healthz answered %d, want 200", code)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -279,5 +282,62 @@ func TestCrashWindowTotalsEqualRecomputation(t *testing.T) {
 		records, got.windows(), len(got.late), diff == "")
 	if diff != "" {
 		t.Fatal(diff)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Guards the service's endpoints: -metrics serves kbatch's and the rollup's
+// metrics and the consumer's health.
+func TestServeMetricsAndHealth(t *testing.T) {
+	prefix := testPrefix()
+	testRollup(t, prefix) // the tables, dropped at the end
+	k := kbatchtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := kbatchtest.Name(t, "rollup-metrics")
+	if err := k.CreateTopic(ctx, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Events at 12:00, 12:01 and 12:02: the watermark 12:02 closes window 12:00 only.
+	if err := k.Produce(ctx, topic, 3, func(i int) *kgo.Record { return event("a", 1, base.Add(time.Duration(i)*time.Minute)) }); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	f := flags{brokers: strings.Join(k.Brokers(), ","), topic: topic, group: kbatchtest.Name(t, "g"), dsn: dsn(t),
+		prefix: prefix, metrics: addr, batch: 100, lateness: 10 * time.Second, checkpoint: time.Second, sessionTimeout: 6 * time.Second}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- serve(runCtx, f, nil) }()
+	waitFor(t, time.Minute, "the closed windows reported", func() bool {
+		code, body := get("http://" + addr + "/metrics")
+		return code == 200 && strings.Contains(body, "rollup_windows_written_total 1") && strings.Contains(body, "kbatch_")
+	})
+	for _, path := range []string{"/readyz", "/healthz"} {
+		if code, _ := get("http://" + addr + path); code != 200 {
+			t.Errorf("%s answered %d, want 200", path, code)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
