@@ -53,7 +53,11 @@ type orderingScenario struct {
 	// PerKeyOrder: records of one key must reach the handler in offset
 	// order (checked by a ledger in every run).
 	PerKeyOrder bool
-	run         func(ctx context.Context, e *orderingEnv) (orderingRun, error)
+	// TotalOrder: every record must reach the handler in offset order
+	// (the resequencer's promise); a record after a greater offset counts
+	// as a violation.
+	TotalOrder bool
+	run        func(ctx context.Context, e *orderingEnv) (orderingRun, error)
 }
 
 // Label names the row: key and concurrency.
@@ -241,7 +245,7 @@ func runOrdering(ctx context.Context, o *options, stdout io.Writer) (*OrderingRe
 	}
 	base := 0.0
 	for i := range rows {
-		rows[i].summarize(table[i].PerKeyOrder)
+		rows[i].summarize(table[i].PerKeyOrder || table[i].TotalOrder)
 		if rows[i].Key == "kbatch-partition" {
 			base = rows[i].Rate
 		}
@@ -374,6 +378,10 @@ type orderLedger struct {
 	first, end time.Time
 	want       int64
 	done       chan struct{}
+	// total: offsets must rise across keys too.
+	total   bool
+	lastAny int64
+	any     bool
 }
 
 func newOrderLedger(want int64) *orderLedger {
@@ -387,7 +395,10 @@ func (l *orderLedger) add(r *kgo.Record) {
 	defer l.mu.Unlock()
 	if prev, ok := l.last[string(r.Key)]; ok && prev >= r.Offset {
 		l.violations++
+	} else if l.total && l.any && l.lastAny >= r.Offset {
+		l.violations++
 	}
+	l.lastAny, l.any = r.Offset, true
 	l.last[string(r.Key)] = r.Offset
 	if l.handled == 0 {
 		l.first = now

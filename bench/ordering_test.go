@@ -81,3 +81,14 @@ func TestOrderingLedgerCountsKeysGoingBack(t *testing.T) {
 func rec(key string, offset int64) *kgo.Record {
 	return &kgo.Record{Key: []byte(key), Offset: offset}
 }
+
+func TestOrderingLedgerInTotalOrderCountsAnyOffsetGoingBack(t *testing.T) {
+	l := newOrderLedger(3)
+	l.total = true
+	l.add(rec("a", 1))
+	l.add(rec("b", 3))
+	l.add(rec("c", 2))
+	if r := l.result(); r.Violations != 1 {
+		t.Fatalf("%+v, want 1 violation", r)
+	}
+}
