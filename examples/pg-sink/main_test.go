@@ -264,11 +264,19 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 //     newer) and it rejoins the group as a new member.
 //
 // At the end the table holds exactly one row per record, each written once,
-// and the Kafka commits reached the end of the topic.
+// and the Kafka commits reached the end of the topic. Under both group
+// protocols (under KIP-848 the broker's session timeout applies: 45s by
+// default on Apache Kafka).
 func TestCrashExactlyOnce(t *testing.T) {
+	for _, proto := range []string{"classic", "consumer"} {
+		t.Run(proto, func(t *testing.T) { crashExactlyOnce(t, proto) })
+	}
+}
+
+func crashExactlyOnce(t *testing.T, proto string) {
 	pgDSN := dsn(t)
 	k := kbatchtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	const records, partitions = 20000, 4
 	topic := kbatchtest.Name(t, "pgsink-crash")
@@ -292,7 +300,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	args := func(extra ...string) []string {
 		return append([]string{"-serve", "-brokers", strings.Join(k.Brokers(), ","), "-topic", topic, "-group", group,
 			"-dsn", pgDSN, "-table", table, "-offsets-table", offsTable, "-batch", "500",
-			"-session-timeout", "6s", "-idle-in-transaction-timeout", "3s"}, extra...)
+			"-session-timeout", "6s", "-idle-in-transaction-timeout", "3s", "-protocol", proto}, extra...)
 	}
 	rows := func() stats {
 		st, _ := tableStats(ctx, pool, table)
@@ -330,7 +338,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 
 	// 3. B copies the rest once Z's session expired.
 	b := startChild(t, "B", args()...)
-	waitFor(t, 2*time.Minute, "B to copy every record", func() bool { return rows().rows >= records })
+	waitFor(t, 3*time.Minute, "B to copy every record", func() bool { return rows().rows >= records })
 
 	// 4. Z wakes: its transaction is refused.
 	if err := z.cmd.Process.Signal(syscall.SIGCONT); err != nil {
@@ -360,8 +368,8 @@ func TestCrashExactlyOnce(t *testing.T) {
 		WHERE NOT EXISTS (SELECT 1 FROM `+quote(table)+` WHERE id = 'event-' || i)`, records).Scan(&missing); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("CRASH-SUMMARY pg-sink records=%d rows=%d missing=%d duplicated=%d zombie_refused=%t",
-		records, st.rows, missing, st.duplicated, strings.Contains(z.output(), "pg-sink: refused"))
+	t.Logf("CRASH-SUMMARY pg-sink protocol=%s records=%d rows=%d missing=%d duplicated=%d zombie_refused=%t",
+		proto, records, st.rows, missing, st.duplicated, strings.Contains(z.output(), "pg-sink: refused"))
 	if st.rows != records || missing != 0 || st.duplicated != 0 || st.records != records {
 		t.Fatalf("got %+v and %d missing, want %d rows each written once", st, missing, records)
 	}
