@@ -66,7 +66,7 @@ type ExternalResult struct {
 // scenarios is the table of scenarios, in their base order (each run
 // rotates it). The Java reference is added by main when it can run.
 func scenarios() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{Key: "franz-raw", Name: "franz-go poll loop, auto-commit (ceiling)", Run: runFranzRaw},
 		{Key: "franz-sync", Name: "franz-go, sync commit per record", Subset: true, Run: runFranzSync},
 		{Key: "kbatch", Name: "kbatch, defaults", Run: runKbatch},
@@ -77,7 +77,7 @@ func scenarios() []Scenario {
 		{Key: "kbatch-work", Name: "kbatch, simulated work", Run: runKbatchWork},
 		{Key: "kafka-go", Name: "segmentio/kafka-go Reader, CommitInterval", Run: runKafkaGo},
 		{Key: "sarama", Name: "IBM/sarama group, auto-commit", Run: runSarama},
-	}
+	}, pgScenarios()...)
 }
 
 // boundedScenario is the memory check's consumer (memcheck.go): not in the

@@ -37,6 +37,7 @@ type Batch struct {
 	Reason FlushReason
 
 	w     *worker
+	token FencingToken     // Token of a batch without a worker (NewTestBatch)
 	state []*recState      // per record of Records; nil without Dedupe and DeadLetter
 	marks map[int][]string // markers when state is nil
 }
@@ -53,6 +54,19 @@ type recState struct {
 	copyOf    int32 // 1 + the index of the batch's first record with the same key; 0 if none
 	lastErr   string
 	rejected  error // set by Batch.Reject during the current delivery
+}
+
+// Token is the fencing token of this member's ownership of the batch's
+// partition (see FencingToken): the same for every batch until the
+// partition is revoked or lost, and greater for every later owner. A
+// handler that writes to a sink together with its offset stores the token
+// in the same transaction and refuses to write under a token smaller than
+// the stored one (examples/pg-sink).
+func (b *Batch) Token() FencingToken {
+	if b.w != nil {
+		return b.w.token
+	}
+	return b.token
 }
 
 // FirstOffset is the offset of the batch's first record.

@@ -57,6 +57,8 @@ type Consumer struct {
 	live    map[*worker]struct{}          // every worker whose goroutine has not finished; under mu
 	nparts  atomic.Int64                  // len(workers), read without mu
 
+	starts startOffsets // offsets from Config.StartOffsets until kgo fetched theirs (start.go)
+
 	// handlerGoroutines maps the goroutine id of each running worker to it,
 	// so that Close knows when a handler calls it.
 	handlerGoroutines sync.Map
@@ -196,6 +198,9 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		kgo.OnPartitionsRevoked(c.onRevoked),
 		kgo.OnPartitionsLost(c.onLost),
 	)
+	if cfg.StartOffsets != nil {
+		opts = append(opts, kgo.AdjustFetchOffsetsFn(c.adjustFetchOffsets))
+	}
 	if cfg.Protocol == ProtocolConsumer {
 		opts = append(opts, kgo.ServerSideBalancer())
 	}

@@ -22,6 +22,7 @@ type worker struct {
 	c      *Consumer
 	tp     offsets.Partition
 	lease  offsets.Lease // its assignment in the offsets manager
+	token  FencingToken  // its ownership's fencing token (Batch.Token); written before run starts
 	fp     *flowPart     // its share of the buffer
 	ctx    context.Context
 	cancel context.CancelFunc
