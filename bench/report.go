@@ -415,7 +415,7 @@ func bytesText(b float64) string {
 // clientStatsLine is the medians of a scenario's own counters, on one line
 // (kbatch: batches, partition pauses, peak buffered records).
 func clientStatsLine(s ScenarioReport) string {
-	keys := []string{"batches", "pauses", "peak_buffered_records", "skipped"}
+	keys := []string{"batches", "pauses", "peak_buffered_records", "skipped", "store_us_per_batch"}
 	var parts []string
 	for _, k := range keys {
 		var v []float64

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -36,17 +37,36 @@ type Batch struct {
 	Reason FlushReason
 
 	w     *worker
+	token FencingToken     // Token of a batch without a worker (NewTestBatch)
 	state []*recState      // per record of Records; nil without Dedupe and DeadLetter
 	marks map[int][]string // markers when state is nil
 }
 
 // recState is what kbatch knows of one record while it is being delivered.
 type recState struct {
-	key      string
-	attempts int
-	markers  []string
-	done     bool
-	lastErr  string
+	key       string
+	keyEnd    int // where key ends in the batch's string of keys
+	attempts  int // deliveries that reached the record, this one included
+	uncharged int // deliveries that stopped before the record (FailedAt): in the store's count, not in attempts
+	markers   []string
+	done      bool  // handled, dead-lettered, or done in the store
+	skip      bool  // done without a delivery in this batch: counted as skipped
+	copyOf    int32 // 1 + the index of the batch's first record with the same key; 0 if none
+	lastErr   string
+	rejected  error // set by Batch.Reject during the current delivery
+}
+
+// Token is the fencing token of this member's ownership of the batch's
+// partition (see FencingToken): the same for every batch until the
+// partition is revoked or lost, and greater for every later owner. A
+// handler that writes to a sink together with its offset stores the token
+// in the same transaction and refuses to write under a token smaller than
+// the stored one (examples/pg-sink).
+func (b *Batch) Token() FencingToken {
+	if b.w != nil {
+		return b.w.token
+	}
+	return b.token
 }
 
 // FirstOffset is the offset of the batch's first record.
@@ -117,6 +137,47 @@ func (b *Batch) Mark(ctx context.Context, i int, marker string) error {
 	}
 	st.markers = append(st.markers, marker)
 	return nil
+}
+
+// ErrRejectNeedsDeadLetter is returned by Batch.Reject when the consumer
+// has no dead-letter topic: a record can only be rejected into one.
+var ErrRejectNeedsDeadLetter = errors.New("kbatch: Reject needs Config.DeadLetter")
+
+// Reject sends record i to the dead-letter topic, with err as the reason,
+// without failing the batch: the handler goes on with the other records
+// and returns nil when it is through with them. Once it returned, the
+// rejected records are written to the dead-letter topic (and recorded done
+// with Dedupe), the others recorded handled. Use it for a record that can
+// never be handled (malformed, failing validation); a record that may pass
+// later is a failure (FailedAt), retried.
+//
+// If the handler returns an error, the rejections of the records it did
+// not complete are dropped: a whole-batch error drops them all, FailedAt(j,
+// ...) keeps those of the records before j. The retry decides again.
+//
+// Reject returns ErrRejectNeedsDeadLetter without DeadLetter (the record
+// is not rejected), and an error for an index out of range or a nil err.
+func (b *Batch) Reject(i int, err error) error {
+	if i < 0 || i >= len(b.Records) {
+		return fmt.Errorf("kbatch: Reject: record index %d out of range [0, %d)", i, len(b.Records))
+	}
+	if err == nil {
+		return errors.New("kbatch: Reject: a nil reason")
+	}
+	if b.state == nil || (b.w != nil && b.w.c.cfg.DeadLetter == nil) {
+		return ErrRejectNeedsDeadLetter
+	}
+	b.state[i].rejected = err
+	return nil
+}
+
+// Rejected returns the reason record i was rejected with in this delivery,
+// or nil. Handler tests read it from a NewTestBatch.
+func (b *Batch) Rejected(i int) error {
+	if b.state == nil || i < 0 || i >= len(b.state) {
+		return nil
+	}
+	return b.state[i].rejected
 }
 
 // FlushReason is why a batch was cut.

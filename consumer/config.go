@@ -229,6 +229,29 @@ type Config struct {
 	// Retry's backoff (each failure counts in Stats.HandlerErrors); a
 	// Permanent one is not: Batch.Result gives it to the handler.
 	Process ProcessFunc
+	// StartOffsets, if set, says where newly assigned partitions start:
+	// for a handler that stores its results together with the next offset
+	// to handle in one transaction of its sink (offsets stored in the
+	// sink: an exactly-once effect), the sink, not Kafka's committed
+	// offset, is the truth. (Java: a ConsumerRebalanceListener whose
+	// onPartitionsAssigned seeks; Spring: ConsumerSeekAware.)
+	//
+	// It is called from the group's assign callback, before any record of
+	// the partitions is fetched, with the partitions assigned (and those
+	// started again after a fenced commit) and their fencing token; it may
+	// also claim them in the sink under that token (see FencingToken), so
+	// that from then on the sink refuses the previous owner. It returns
+	// the next offset to handle per partition; a partition left out, or
+	// given a negative offset, starts from Kafka's committed offset (or
+	// Reset). An offset outside the log is reset like a committed one. It
+	// must not return partitions it was not given.
+	//
+	// A failing call is retried with the Retry backoff for at most
+	// DrainTimeout (it holds the rebalance meanwhile); then Run stops and
+	// returns the error, having handled nothing of those partitions.
+	// Kafka commits go on as usual, for lag tools. Default nil: partitions
+	// start from Kafka's committed offset.
+	StartOffsets StartOffsetsFunc
 
 	// DeadLetter enables the dead-letter topic. Default nil: disabled, a
 	// failing record is retried for ever and holds its partition.

@@ -57,6 +57,8 @@ type Consumer struct {
 	live    map[*worker]struct{}          // every worker whose goroutine has not finished; under mu
 	nparts  atomic.Int64                  // len(workers), read without mu
 
+	starts startOffsets // offsets from Config.StartOffsets until kgo fetched theirs (start.go)
+
 	// handlerGoroutines maps the goroutine id of each running worker to it,
 	// so that Close knows when a handler calls it.
 	handlerGoroutines sync.Map
@@ -84,6 +86,7 @@ type counters struct {
 	assigned, revoked, lost, rebalances    atomic.Int64
 	pauses                                 atomic.Int64
 	skipped, deadLettered, storeErrors     atomic.Int64
+	storeReassigns                         atomic.Int64
 	deadLetterErrors, fetchErrors          atomic.Int64
 	missingTopics                          atomic.Int64
 	abandoned                              atomic.Int64
@@ -111,6 +114,7 @@ type Stats struct {
 	Pauses                                                int64 // times a partition's fetching was paused
 	DeadLetterErrors                                      int64 // failed dead-letter writes (each retry counts)
 	StoreErrors                                           int64 // failed dedupe store calls (each retry counts)
+	StoreReassigns                                        int64 // times the dedupe store refused a partition and the worker claimed it again
 	FetchErrors                                           int64 // errors the client reported while polling (not authorized, invalid topic, ...)
 	MissingTopics                                         int64 // configured topics that did not exist at the last look-up (every 30s)
 	Abandoned                                             int64 // workers given up on: their handler ignored its cancelled context
@@ -194,6 +198,9 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 		kgo.OnPartitionsRevoked(c.onRevoked),
 		kgo.OnPartitionsLost(c.onLost),
 	)
+	if cfg.StartOffsets != nil {
+		opts = append(opts, kgo.AdjustFetchOffsetsFn(c.adjustFetchOffsets))
+	}
 	if cfg.Protocol == ProtocolConsumer {
 		opts = append(opts, kgo.ServerSideBalancer())
 	}
@@ -472,6 +479,7 @@ func (c *Consumer) Stats() Stats {
 		DeadLettered:        c.stats.deadLettered.Load(),
 		DeadLetterErrors:    c.stats.deadLetterErrors.Load(),
 		StoreErrors:         c.stats.storeErrors.Load(),
+		StoreReassigns:      c.stats.storeReassigns.Load(),
 		FetchErrors:         c.stats.fetchErrors.Load(),
 		MissingTopics:       c.stats.missingTopics.Load(),
 		Abandoned:           c.stats.abandoned.Load(),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -19,7 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 )
 
-// Headers added to a dead-lettered record, after its own.
+// Headers added to a dead-lettered record, after its own (from which any
+// header whose name starts with "kbatch-" is left out: those are kbatch's).
 const (
 	HeaderSourceTopic     = "kbatch-source-topic"
 	HeaderSourcePartition = "kbatch-source-partition"
@@ -246,7 +248,13 @@ func (d *deadLetterWriter) write(ctx context.Context, r *kgo.Record, attempts in
 		Value:   r.Value,
 		Headers: make([]kgo.RecordHeader, 0, len(r.Headers)+6),
 	}
-	out.Headers = append(out.Headers, r.Headers...)
+	// The record's own headers, but none named like kbatch's: a producer
+	// could forge them, and a reader takes the first of a name.
+	for _, h := range r.Headers {
+		if !strings.HasPrefix(h.Key, "kbatch-") {
+			out.Headers = append(out.Headers, h)
+		}
+	}
 	out.Headers = append(out.Headers,
 		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
 		kgo.RecordHeader{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
@@ -298,10 +306,5 @@ func (w *worker) deadLetter(r *kgo.Record, st *recState, attempts int, reason st
 	w.topic.deadLettered.Add(1)
 	c.sampler.log(c.cfg.Logger, slog.LevelWarn, "dlq "+w.tp.String(), "kbatch: record dead-lettered",
 		"partition", w.tp.String(), "offset", r.Offset, "attempts", attempts, "reason", truncate(reason, MaxErrorHeader))
-	one := []recState{*st}
-	if !c.gate.markDone(w, one) {
-		return false
-	}
-	st.done = true
-	return true
+	return c.gate.markOneDone(w, st)
 }

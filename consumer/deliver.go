@@ -57,12 +57,28 @@ func (w *worker) handleSimple(recs []*kgo.Record, reason FlushReason) bool {
 			w.complete(recs, done, done+pe.Index)
 			done += pe.Index
 			b.Records = recs[done:]
-			b.marks = nil
+			b.marks = shiftMarks(b.marks, pe.Index)
 		}
 		if !w.backoff(attempt+1, err, b) {
 			return false
 		}
 	}
+}
+
+// shiftMarks returns the markers of a batch whose first n records were
+// cut off, under the indexes the records have in the shorter batch: marks
+// follow their records into the retry.
+func shiftMarks(marks map[int][]string, n int) map[int][]string {
+	if len(marks) == 0 {
+		return nil
+	}
+	out := make(map[int][]string, len(marks))
+	for i, ms := range marks {
+		if i >= n {
+			out[i-n] = ms
+		}
+	}
+	return out
 }
 
 // complete marks recs[from:to] complete for the commit: handled, skipped or
@@ -107,126 +123,285 @@ func (w *worker) backoff(attempt int, err error, b *Batch) bool {
 }
 
 // handleTracked is the path with Dedupe and/or DeadLetter: per-record
-// attempts (durable with a store), markers, done records skipped, and records
-// handed out Retry.MaxAttempts times or failed permanently sent to the
-// dead-letter topic.
+// attempts (durable with a store), markers, done records skipped, records
+// rejected by the handler or failed permanently sent to the dead-letter
+// topic, and records handed out Retry.MaxAttempts times dead-lettered
+// instead of handed out again.
+//
+// Each idempotency key is handed out once per batch: later copies of a key
+// (a producer retry landing next to the original) are held back and skipped
+// once the first copy is complete, and a key done is never handed out
+// again, on a first delivery or on a retry.
 //
 // A record handed out before (a retry in this process, or a replay after a
 // crash) is delivered alone, so that a poison record is narrowed down to
 // itself: its neighbours are neither dead-lettered with it nor charged for
-// deliveries that did not happen.
+// deliveries that did not happen. Records after the index of a FailedAt were
+// not reached by the handler: that delivery is not charged to them.
+//
+// When the store refuses the partition (a newer owner claimed it, or it
+// was not assigned), the worker claims it again and starts the batch over
+// from its first record not complete, reading the store afresh.
 func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
+	for {
+		n, ok := w.deliverTracked(recs, reason)
+		if ok {
+			return true
+		}
+		if !w.c.gate.recover(w) {
+			return false
+		}
+		recs = recs[n:]
+	}
+}
+
+// deliverTracked delivers recs until every record is complete and reports
+// true, or reports false with n, how many leading records were completed,
+// when it had to stop. The worker must stop then, unless the store refused
+// the partition (see gate.recover).
+func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, ok bool) {
 	c := w.c
 	st := make([]recState, len(recs))
 	if d := c.cfg.Dedupe; d != nil {
+		// The batch's keys in one string, each record's a slice of it:
+		// one allocation per batch, not one per record.
+		buf := make([]byte, 0, len(recs)*(len(w.tp.Topic)+16))
 		for i, r := range recs {
-			st[i].key = dedupe.KeyOf(r, d.Header, d.Key)
+			buf = dedupe.AppendKey(buf, r, d.Header, d.Key)
+			st[i].keyEnd = len(buf)
+		}
+		all, from := string(buf), 0
+		for i := range st {
+			st[i].key, from = all[from:st[i].keyEnd], st[i].keyEnd
 		}
 		// What the store knows: attempts so far, markers, done. Read only:
 		// nothing is counted for records that are not delivered.
 		if !c.gate.lookup(w, st) {
-			return false
+			return 0, false
 		}
+		markCopies(st)
 	}
-	head := 0 // recs[:head] are complete
-	failures := 0
-	for head < len(recs) {
-		// Records done earlier (by a previous owner or incarnation) are
-		// complete without the handler.
-		if st[head].done {
-			end := head + 1
-			for end < len(recs) && st[end].done {
-				end++
-			}
-			w.complete(recs, head, end)
-			c.stats.skipped.Add(int64(end - head))
-			w.topic.skipped.Add(int64(end - head))
-			head = end
-			continue
+	t := tracked{w: w, recs: recs, st: st}
+	for {
+		t.settle()
+		if t.head == len(recs) {
+			return t.head, true
 		}
+		head := &st[t.head]
 		// Handed out MaxAttempts times already: to the dead-letter topic,
 		// not the handler.
-		if max := c.cfg.Retry.MaxAttempts; max > 0 && st[head].attempts >= max {
-			reason := st[head].lastErr
-			if reason == "" {
-				reason = fmt.Sprintf("handed out %d times without completing (the process crashed or lost the partition each time)", st[head].attempts)
+		if max := c.cfg.Retry.MaxAttempts; max > 0 && head.attempts >= max {
+			why := head.lastErr
+			if why == "" {
+				why = fmt.Sprintf("handed out %d times without completing (the process stopped, crashed or lost the partition during each delivery)", head.attempts)
 			}
-			if !w.deadLetter(recs[head], &st[head], st[head].attempts, reason) {
-				return false
+			if !w.deadLetter(recs[t.head], head, head.attempts, why) {
+				return t.head, false
 			}
-			w.complete(recs, head, head+1)
-			head++
 			continue
 		}
-		// The delivery: the head alone if it was handed out before, else
-		// up to the next record that was, or is done, or the end.
-		end := head + 1
-		if st[head].attempts == 0 {
-			for end < len(recs) && st[end].attempts == 0 && !st[end].done {
-				end++
-			}
-		}
+		idx := t.next()
 		// Count the delivery before the handler runs (durably with a store):
 		// a crash inside the handler still leaves it counted.
-		if !c.gate.begin(w, st[head:end]) {
+		if !c.gate.begin(w, st, idx) {
+			return t.head, false
+		}
+		idx = t.dropDone(idx)
+		if len(idx) == 0 {
+			continue
+		}
+		if !t.deliver(idx, reason) {
+			return t.head, false
+		}
+	}
+}
+
+// tracked is one batch on the tracked path.
+type tracked struct {
+	w    *worker
+	recs []*kgo.Record
+	st   []recState
+	head int // recs[:head] are complete for the commit
+
+	failures int // failed handler calls in a row, for the backoff
+}
+
+// markCopies links each record whose key an earlier record of the batch
+// already has to that record: it is held back while the first copy is being
+// delivered and skipped once that copy is done.
+func markCopies(st []recState) {
+	if len(st) < 2 {
+		return
+	}
+	var first map[string]int32
+	for i := range st {
+		if st[i].done || dedupe.IsOffsetKey(st[i].key) {
+			continue // fallback keys are distinct within a partition
+		}
+		if first == nil {
+			first = make(map[string]int32, len(st)-i)
+		}
+		if j, ok := first[st[i].key]; ok {
+			st[i].copyOf = j + 1
+			continue
+		}
+		first[st[i].key] = int32(i)
+	}
+}
+
+// settle completes the records at the head that need no delivery: done
+// (skipped), copies of a key whose first copy is complete (skipped), and
+// those already handled or dead-lettered.
+func (t *tracked) settle() {
+	w := t.w
+	from, skipped := t.head, 0
+	for ; t.head < len(t.recs); t.head++ {
+		s := &t.st[t.head]
+		if s.copyOf > 0 && !s.done {
+			if !t.st[s.copyOf-1].done {
+				break // cannot happen: the first copy comes first
+			}
+			s.done = true
+			s.skip = true
+		}
+		if !s.done {
+			break
+		}
+		if s.skip {
+			skipped++
+		}
+	}
+	if skipped > 0 {
+		w.c.stats.skipped.Add(int64(skipped))
+		w.topic.skipped.Add(int64(skipped))
+	}
+	w.complete(t.recs, from, t.head)
+}
+
+// next picks the records of the next delivery: the head alone if it was
+// handed out before, else the head and the records after it that were
+// never handed out, up to the first that was. Done records and held-back
+// copies are left out.
+func (t *tracked) next() []int {
+	idx := []int{t.head}
+	if t.st[t.head].attempts > 0 {
+		return idx
+	}
+	for i := t.head + 1; i < len(t.recs); i++ {
+		s := &t.st[i]
+		if s.done || s.copyOf > 0 {
+			continue
+		}
+		if s.attempts > 0 {
+			break
+		}
+		idx = append(idx, i)
+	}
+	return idx
+}
+
+// dropDone leaves out of a delivery the records the store reported done
+// when it counted the delivery (done elsewhere since the batch was read).
+func (t *tracked) dropDone(idx []int) []int {
+	out := idx[:0]
+	for _, i := range idx {
+		if t.st[i].done {
+			t.st[i].skip = true
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// deliver hands the records idx to the handler once and settles the
+// outcome: success, rejected records, a partial failure, a permanent
+// failure, or a retry after a backoff. It reports false when the worker
+// must stop.
+func (t *tracked) deliver(idx []int, reason FlushReason) bool {
+	w, c, st := t.w, t.w.c, t.st
+	b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[idx[0]].attempts,
+		Records: make([]*kgo.Record, len(idx)), state: make([]*recState, len(idx))}
+	for k, i := range idx {
+		b.Records[k] = t.recs[i]
+		b.state[k] = &st[i]
+		st[i].rejected = nil
+	}
+	err := w.call(b)
+	if err == nil {
+		t.failures = 0
+		return t.finish(idx)
+	}
+	c.stats.handlerErrors.Add(1)
+	w.topic.retried.Add(int64(len(idx)))
+	if w.ctx.Err() != nil {
+		return false
+	}
+	failed, ferr := -1, err // position in idx of the failing record, if known
+	var pe *PartialError
+	if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < len(idx) {
+		failed, ferr = pe.Index, pe.Err
+		// The records before it were handled.
+		if !t.finish(idx[:failed]) {
 			return false
 		}
-		b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[head].attempts,
-			Records: recs[head:end], state: make([]*recState, end-head)}
-		for i := range b.state {
-			b.state[i] = &st[head+i]
+		// The records after it were not reached: not charged.
+		for _, i := range idx[failed+1:] {
+			st[i].attempts--
+			st[i].uncharged++
 		}
-		err := w.call(b)
-		if err == nil {
-			if !c.gate.markDone(w, st[head:end]) {
+		idx = idx[failed:]
+	}
+	for k, i := range idx {
+		st[i].rejected = nil
+		if failed < 0 || k == 0 {
+			st[i].lastErr = ferr.Error()
+		}
+	}
+	if IsPermanent(ferr) && c.cfg.DeadLetter != nil {
+		to := idx // the whole delivery
+		if failed >= 0 {
+			to = idx[:1]
+		}
+		for _, i := range to {
+			if !w.deadLetter(t.recs[i], &st[i], st[i].attempts, st[i].lastErr) {
 				return false
 			}
-			w.handled(end - head)
-			w.complete(recs, head, end)
-			head, failures = end, 0
-			continue
 		}
-		c.stats.handlerErrors.Add(1)
-		w.topic.retried.Add(int64(end - head))
-		if w.ctx.Err() != nil {
+		t.failures = 0
+		return true
+	}
+	t.failures++
+	return w.backoff(t.failures+1, err, b)
+}
+
+// finish settles records the handler completed: the rejected ones go to
+// the dead-letter topic, the others are recorded done (one store round
+// trip) and counted as handled.
+func (t *tracked) finish(idx []int) bool {
+	w, st := t.w, t.st
+	handled := 0
+	for _, i := range idx {
+		if st[i].rejected == nil {
+			handled++
+		}
+	}
+	if handled > 0 {
+		if !w.c.gate.markDone(w, st, idx) {
 			return false
 		}
-		failedAt, ferr := -1, err // index into recs of the failing record, if known
-		var pe *PartialError
-		if errors.As(err, &pe) && pe.Index >= 0 && pe.Index < end-head {
-			failedAt, ferr = head+pe.Index, pe.Err
-			if failedAt > head { // the records before it were handled
-				if !c.gate.markDone(w, st[head:failedAt]) {
-					return false
-				}
-				c.stats.records.Add(int64(failedAt - head))
-				w.topic.handled.Add(int64(failedAt - head))
-				w.complete(recs, head, failedAt)
-				head = failedAt
+		w.c.stats.records.Add(int64(handled))
+		w.topic.handled.Add(int64(handled))
+		w.c.stats.batches.Add(1)
+		t.settle() // the handled records count for the commit before any dead-letter write
+	}
+	for _, i := range idx {
+		if err := st[i].rejected; err != nil {
+			st[i].lastErr = err.Error()
+			if !w.deadLetter(t.recs[i], &st[i], st[i].attempts, "rejected: "+st[i].lastErr) {
+				return false
 			}
-		}
-		for i := head; i < end; i++ {
-			if failedAt < 0 || i == failedAt {
-				st[i].lastErr = ferr.Error()
-			}
-		}
-		if IsPermanent(ferr) && c.cfg.DeadLetter != nil {
-			to := end // the whole delivery
-			if failedAt >= 0 {
-				to = failedAt + 1
-			}
-			for i := head; i < to; i++ {
-				if !w.deadLetter(recs[i], &st[i], st[i].attempts, st[i].lastErr) {
-					return false
-				}
-			}
-			w.complete(recs, head, to)
-			head, failures = to, 0
-			continue
-		}
-		failures++
-		if !w.backoff(failures+1, err, b) {
-			return false
+			st[i].rejected = nil
 		}
 	}
 	return true

@@ -47,4 +47,11 @@
 // Delivery is at least once: a committed offset N means every record below N
 // was handled successfully. After a crash the records since the last commit
 // are delivered again.
+//
+// Offsets stored in the sink give an exactly-once effect: a handler that
+// writes its results and the partition's next offset in one transaction sets
+// Config.StartOffsets, which says where newly assigned partitions start, and
+// checks Batch.Token, the partition's FencingToken, against the one stored,
+// so that a member that lost the partition can no longer write (see
+// Example_startOffsets and examples/pg-sink).
 package consumer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/kbatch/kbatch/dedupe"
@@ -48,13 +49,24 @@ func (g *gate) lease(tp offsets.Partition) *storeLease {
 }
 
 // refuses reports whether a store error means the store will not serve the
-// partition to this worker: retrying cannot help.
+// partition to this worker: retrying the call cannot help.
 func refuses(err error) bool {
 	return errors.Is(err, dedupe.ErrFenced) || errors.Is(err, dedupe.ErrNotAssigned) || errors.Is(err, dedupe.ErrClosed)
 }
 
+// refused is the refusal test of the gate's calls: it remembers the
+// refusal on the worker, for recover.
+func (w *worker) refused(err error) bool {
+	if !refuses(err) {
+		return false
+	}
+	w.storeRefusal = err
+	return true
+}
+
 // assign loads the partition's dedupe state before the worker's first batch,
-// retrying a failing store. It reports false when the worker must stop.
+// retrying a failing store. It reports false when the worker must stop. A
+// closed store stops Run: no partition can be served any more.
 func (g *gate) assign(w *worker) bool {
 	if g.cfg == nil {
 		return true
@@ -62,8 +74,15 @@ func (g *gate) assign(w *worker) bool {
 	l := g.lease(w.tp)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.holder = w
-	return w.retry("dedupe store assign", &g.stats.storeErrors, refuses, func() error {
+	l.holder = w.partitionWorker() // a ByKey lane claims for its partition's worker, which releases
+	closed := func(err error) bool {
+		if !errors.Is(err, dedupe.ErrClosed) {
+			return false
+		}
+		w.c.fail(fmt.Errorf("kbatch: dedupe store closed while %s was being assigned: %w", w.tp, err))
+		return true
+	}
+	return w.retry("dedupe store assign", &g.stats.storeErrors, closed, func() error {
 		return g.cfg.Store.Assign(w.ctx, w.tp)
 	})
 }
@@ -84,12 +103,42 @@ func (g *gate) release(w *worker) {
 	g.cfg.Store.Release(w.tp)
 }
 
+// recover runs after a gate call failed. If the store refused the partition
+// with ErrFenced or ErrNotAssigned (another store claimed it, or it was
+// released under the worker), the worker claims it again and reports true:
+// the caller starts its batch over from the first record not complete,
+// reading the store afresh, so nothing is skipped that is not done. The
+// event is logged and counted (Stats.StoreReassigns). A closed store stops
+// Run. Any other failure (cancelled, draining) reports false.
+func (g *gate) recover(w *worker) bool {
+	err := w.storeRefusal
+	w.storeRefusal = nil
+	if err == nil || w.ctx.Err() != nil || w.draining() {
+		return false
+	}
+	if errors.Is(err, dedupe.ErrClosed) {
+		w.c.fail(fmt.Errorf("kbatch: dedupe store closed while %s was being consumed: %w", w.tp, err))
+		return false
+	}
+	g.stats.storeReassigns.Add(1)
+	w.c.sampler.log(w.c.cfg.Logger, slog.LevelWarn, "reassign "+w.tp.String(),
+		"kbatch: dedupe store refused the partition; claiming it again and starting the batch over from its first record not complete",
+		"partition", w.tp.String(), "err", err)
+	if !w.sleep(backoff(w.c.cfg.Retry, 1)) {
+		return false
+	}
+	return g.assign(w)
+}
+
 // lookup reads the store's entries for the records: attempts so far, markers
 // and done. It retries a failing store and reports false when the worker
 // must stop.
 func (g *gate) lookup(w *worker, st []recState) bool {
-	keys := keysOf(st, false)
-	return w.retry("dedupe store lookup", &g.stats.storeErrors, refuses, func() error {
+	keys := make([]string, len(st))
+	for i := range st {
+		keys[i] = st[i].key
+	}
+	return w.retry("dedupe store lookup", &g.stats.storeErrors, w.refused, func() error {
 		entries, err := g.cfg.Store.Lookup(w.ctx, w.tp, keys)
 		if err != nil {
 			return err
@@ -99,23 +148,29 @@ func (g *gate) lookup(w *worker, st []recState) bool {
 		}
 		for i, e := range entries {
 			st[i].attempts, st[i].markers, st[i].done = e.Attempts, e.Markers, e.Done
+			st[i].skip = e.Done
 		}
 		return nil
 	})
 }
 
-// begin counts one delivery of each record: durably in one store round trip
-// with Dedupe, in memory without. It retries a failing store and reports
-// false when the worker must stop.
-func (g *gate) begin(w *worker, st []recState) bool {
+// begin counts one delivery of the records st[i] for i in idx: durably in
+// one store round trip with Dedupe, in memory without. Their keys are
+// distinct (copies are held back). A record the store reports done is
+// marked done (the caller leaves it out of the delivery). It retries a
+// failing store and reports false when the worker must stop.
+func (g *gate) begin(w *worker, st []recState, idx []int) bool {
 	if g.cfg == nil {
-		for i := range st {
+		for _, i := range idx {
 			st[i].attempts++
 		}
 		return true
 	}
-	keys := keysOf(st, false)
-	return w.retry("dedupe store begin", &g.stats.storeErrors, refuses, func() error {
+	keys := make([]string, len(idx))
+	for k, i := range idx {
+		keys[k] = st[i].key
+	}
+	return w.retry("dedupe store begin", &g.stats.storeErrors, w.refused, func() error {
 		entries, err := g.cfg.Store.Begin(w.ctx, w.tp, keys)
 		if err != nil {
 			return err
@@ -123,19 +178,29 @@ func (g *gate) begin(w *worker, st []recState) bool {
 		if len(entries) != len(keys) {
 			return fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
 		}
-		for i, e := range entries {
-			st[i].attempts, st[i].markers = e.Attempts, e.Markers
+		for k, e := range entries {
+			s := &st[idx[k]]
+			// Deliveries that did not reach the record (it came after
+			// the index of a FailedAt) are not its attempts.
+			s.attempts, s.markers, s.done = max(e.Attempts-s.uncharged, 1), e.Markers, e.Done
 		}
 		return nil
 	})
 }
 
-// markDone records the delivered records done in the store (one round trip);
-// records already done are left alone.
-func (g *gate) markDone(w *worker, st []recState) bool {
+// markDone records the records st[i] for i in idx done in the store (one
+// round trip), leaving out those already done and those the handler
+// rejected (the dead-letter path records them).
+func (g *gate) markDone(w *worker, st []recState, idx []int) bool {
 	if g.cfg != nil {
-		if keys := keysOf(st, true); len(keys) > 0 {
-			ok := w.retry("dedupe store done", &g.stats.storeErrors, refuses, func() error {
+		keys := make([]string, 0, len(idx))
+		for _, i := range idx {
+			if !st[i].done && st[i].rejected == nil {
+				keys = append(keys, st[i].key)
+			}
+		}
+		if len(keys) > 0 {
+			ok := w.retry("dedupe store done", &g.stats.storeErrors, w.refused, func() error {
 				return g.cfg.Store.Done(w.ctx, w.tp, keys)
 			})
 			if !ok {
@@ -143,9 +208,26 @@ func (g *gate) markDone(w *worker, st []recState) bool {
 			}
 		}
 	}
-	for i := range st {
-		st[i].done = true
+	for _, i := range idx {
+		if st[i].rejected == nil {
+			st[i].done = true
+		}
 	}
+	return true
+}
+
+// markOneDone records one record done (after it was dead-lettered).
+func (g *gate) markOneDone(w *worker, s *recState) bool {
+	if g.cfg != nil && !s.done {
+		keys := []string{s.key}
+		ok := w.retry("dedupe store done", &g.stats.storeErrors, w.refused, func() error {
+			return g.cfg.Store.Done(w.ctx, w.tp, keys)
+		})
+		if !ok {
+			return false
+		}
+	}
+	s.done = true
 	return true
 }
 
@@ -155,15 +237,4 @@ func (g *gate) mark(ctx context.Context, tp offsets.Partition, key, marker strin
 		return nil
 	}
 	return g.cfg.Store.Mark(ctx, tp, key, marker)
-}
-
-// keysOf lists the records' keys; skipDone leaves out the records done.
-func keysOf(st []recState, skipDone bool) []string {
-	keys := make([]string, 0, len(st))
-	for i := range st {
-		if !skipDone || !st[i].done {
-			keys = append(keys, st[i].key)
-		}
-	}
-	return keys
 }

@@ -228,7 +228,7 @@ func TestFencedCommitOfARevokedPartitionDoesNotBringItBack(t *testing.T) {
 	if restart {
 		t.Fatal("a partition not owned was put on the fenced list: the next session would restart it")
 	}
-	c.restartFenced(map[string][]int32{"t": {0}})
+	c.restartFenced(c.fencedToRestart(map[string][]int32{"t": {0}}), 1, nil)
 	if got := c.Assigned(); len(got) != 0 {
 		t.Fatalf("partitions started after the next session: %v", got)
 	}

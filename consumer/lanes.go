@@ -82,6 +82,15 @@ func (k *keyLanes) newLane() *worker {
 		drain: w.drain, topic: w.topic, lane: k}
 }
 
+// partitionWorker is the worker of w's partition: w itself, or for a lane
+// the worker whose lanes it is.
+func (w *worker) partitionWorker() *worker {
+	if w.lane != nil {
+		return w.lane.w
+	}
+	return w
+}
+
 // run is the worker's goroutine with ByKey: it starts the lanes, loads the
 // records completed beyond the committed offset before it dispatches the
 // first records, dispatches records until the worker drains, is cancelled or
@@ -367,6 +376,11 @@ func (k *keyLanes) dropAll() {
 // offset is then handled again. It reports false when the worker must stop.
 func (k *keyLanes) loadCompleted() bool {
 	w := k.w
+	if w.c.cfg.StartOffsets != nil {
+		// The sink says where partitions start, not Kafka's committed
+		// offset: the metadata beside that offset is not trusted either.
+		return true
+	}
 	var committed int64 = -1
 	var meta string
 	ok := w.retry("committed offset fetch", &k.fetchErrors, nil, func() error {

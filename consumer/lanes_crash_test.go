@@ -125,7 +125,7 @@ func TestByKeyRestartAfterACrashRedoesOnlyWhatDidNotComplete(t *testing.T) {
 	const n, stuckAt = 1000, 3
 	brokers := kafkatest.Brokers(t)
 	topic := kafkatest.NewTopic(t, 1)
-	produceKeys(t, brokers, topic, n, crashKey)
+	produceLaneKeys(t, brokers, topic, n, crashKey)
 	stuck := map[int64]bool{}
 	for i := range n {
 		if crashKey(i) == "stuck" {

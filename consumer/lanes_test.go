@@ -23,8 +23,8 @@ import (
 	"github.com/kbatch/kbatch/offsets"
 )
 
-// produceKeys writes n records, record i with key keyOf(i) and value i.
-func produceKeys(t *testing.T, brokers []string, topic string, n int, keyOf func(i int) string) {
+// produceLaneKeys writes n records, record i with key keyOf(i) and value i.
+func produceLaneKeys(t *testing.T, brokers []string, topic string, n int, keyOf func(i int) string) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
@@ -112,7 +112,7 @@ func TestByKeyKeepsEachKeysOrderAcrossRebalances(t *testing.T) {
 	const n, parts, keys = 20000, 4, 300
 	brokers := kafkatest.Brokers(t)
 	topic := kafkatest.NewTopic(t, parts)
-	produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
+	produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
 	group := kafkatest.NewGroup(t)
 	cfg := baseConfig(t, topic, group)
 	cfg.Ordering, cfg.Concurrency = ByKey, 16
@@ -159,7 +159,7 @@ func TestByKeyKeepsEachKeysOrderAcrossRebalances(t *testing.T) {
 func TestByKeyFailingRecordHoldsBackOnlyItsKey(t *testing.T) {
 	const n, keys, poison = 2000, 10, 105 // offset 105 has key k5
 	brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-		produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
+		produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
 	})
 	cfg.Ordering, cfg.Concurrency = ByKey, 4
 	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
@@ -204,7 +204,7 @@ func TestByKeyFailingRecordHoldsBackOnlyItsKey(t *testing.T) {
 func TestByKeyPermanentFailureIsDeadLetteredThenItsKeyGoesOn(t *testing.T) {
 	const n, keys, poison = 1000, 10, 105
 	brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-		produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
+		produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%keys) })
 	})
 	cfg.Ordering, cfg.Concurrency = ByKey, 4
 	cfg.DeadLetter = &DeadLetter{}
@@ -290,7 +290,7 @@ func TestByKeyRestartSkipsWhatTheMetadataNamesEvenOverTheLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			brokers, topic, cfg := onePartition(t, tc.n, func(t *testing.T, brokers []string, topic string, n int) {
-				produceKeys(t, brokers, topic, n, tc.keyOf)
+				produceLaneKeys(t, brokers, topic, n, tc.keyOf)
 			})
 			cfg.Ordering, cfg.Concurrency = ByKey, 8
 			cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
@@ -422,7 +422,7 @@ func TestCommitRefusedForItsMetadataIsSentWithout(t *testing.T) {
 	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	produceKeys(t, brokers, topic, n, func(i int) string {
+	produceLaneKeys(t, brokers, topic, n, func(i int) string {
 		if i%2 == 1 {
 			return "stuck"
 		}
@@ -496,7 +496,7 @@ func TestByKeyIgnoresMetadataItCannotRead(t *testing.T) {
 		t.Run(meta, func(t *testing.T) {
 			const n, at = 300, 100
 			brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-				produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%7) })
+				produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%7) })
 			})
 			offs := make(kadm.Offsets)
 			offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: at, LeaderEpoch: -1, Metadata: meta})
@@ -537,7 +537,7 @@ func TestByKeyIgnoresMetadataItCannotRead(t *testing.T) {
 func TestByKeyStuckKeyStopsAtTheBufferBound(t *testing.T) {
 	const n, bound = 5000, 600
 	brokers, topic, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-		produceKeys(t, brokers, topic, n, func(i int) string {
+		produceLaneKeys(t, brokers, topic, n, func(i int) string {
 			if i%10 == 1 {
 				return "stuck"
 			}
@@ -594,7 +594,7 @@ func TestByKeyLostPartitionCancelsEveryLaneAndCommitsNothing(t *testing.T) {
 	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	produceKeys(t, brokers, topic, 2000, func(i int) string { return "k" + strconv.Itoa(i%50) })
+	produceLaneKeys(t, brokers, topic, 2000, func(i int) string { return "k" + strconv.Itoa(i%50) })
 	var (
 		mu           sync.Mutex
 		lostMember   string
@@ -657,7 +657,7 @@ func TestByKeyLostPartitionCancelsEveryLaneAndCommitsNothing(t *testing.T) {
 func TestByKeyWithDedupeCountsAttemptsAndSkipsDoneRecords(t *testing.T) {
 	const n, retried = 1000, 7
 	_, _, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-		produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%20) })
+		produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%20) })
 	})
 	cfg.Ordering, cfg.Concurrency = ByKey, 8
 	cfg.Dedupe = &Dedupe{Store: dedupe.NewMemory(dedupe.MemoryOptions{})}
@@ -702,7 +702,7 @@ func TestLanesDoNotWaitForMaxWait(t *testing.T) {
 		t.Run(ord.String(), func(t *testing.T) {
 			const n = 50
 			_, _, cfg := onePartition(t, n, func(t *testing.T, brokers []string, topic string, n int) {
-				produceKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%5) })
+				produceLaneKeys(t, brokers, topic, n, func(i int) string { return "k" + strconv.Itoa(i%5) })
 			})
 			cfg.Ordering, cfg.Concurrency = ord, 4
 			cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Hour}

@@ -16,8 +16,17 @@ import (
 // onAssigned starts a worker per new partition. kgo calls it from its group
 // goroutine, never concurrently with another callback, and (because of
 // BlockRebalanceOnPoll) never while the poll loop holds polled records.
-func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+// With StartOffsets it first asks where the partitions start (start.go);
+// every worker it starts carries the session's fencing token.
+func (c *Consumer) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	c.stats.rebalances.Add(1)
+	token := assignToken(cl)
+	restart := c.fencedToRestart(assigned)
+	starts, ok := c.askStartOffsets(ctx, token, append(partitionsOf(assigned), restart...))
+	if !ok {
+		return // Run stops: nothing of these partitions is handled
+	}
+	c.starts.keep(starts)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for topic, parts := range assigned {
@@ -29,19 +38,21 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 				old.cancel()
 				c.flow.remove(old.fp)
 			}
-			c.startWorker(tp, c.offsets.Assign(tp))
+			delete(c.fenced, tp) // assigned anew: started from its start offset like any other
+			c.startWorker(tp, c.offsets.Assign(tp), token)
 			c.stats.assigned.Add(1)
 		}
 	}
-	c.restartFenced(assigned)
+	c.restartFenced(restart, token, starts)
 	c.nparts.Store(int64(len(c.workers)))
-	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", len(c.workers))
+	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", len(c.workers), "token", token)
 }
 
-// startWorker makes and starts the worker of tp under its offsets lease.
-// c.mu must be held.
-func (c *Consumer) startWorker(tp offsets.Partition, lease offsets.Lease) {
+// startWorker makes and starts the worker of tp under its offsets lease and
+// fencing token. c.mu must be held.
+func (c *Consumer) startWorker(tp offsets.Partition, lease offsets.Lease, token FencingToken) {
 	w := newWorker(c, tp, lease)
+	w.token = token
 	c.workers[tp] = w
 	c.live[w] = struct{}{}
 	go func() {
@@ -70,6 +81,7 @@ func (c *Consumer) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[str
 		return
 	}
 	c.forgetFenced(tps)
+	c.starts.forget(tps)
 	ws := c.detach(tps)
 	c.drainWorkers(ws)
 	// A context that is not already cancelled: on close, kgo passes the
@@ -95,6 +107,7 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 	// flight, and none will be sent.
 	c.offsets.Forget(tps...)
 	c.forgetFenced(tps)
+	c.starts.forget(tps)
 	ws := c.detach(tps)
 	for _, w := range ws {
 		w.cancel()
@@ -143,22 +156,44 @@ func (c *Consumer) onFenced(fs []offsets.Fenced) {
 	c.cfg.Logger.Warn("kbatch: commit fenced, partitions stopped until the group's next session", "partitions", tps)
 }
 
-// restartFenced starts again the fenced partitions the new session left with
-// this member, from the lowest offset their stopped worker had not
-// completed. Called by onAssigned with c.mu held.
-func (c *Consumer) restartFenced(assigned map[string][]int32) {
-	for tp, resume := range c.fenced {
-		delete(c.fenced, tp)
-		if slices.Contains(assigned[tp.Topic], tp.Partition) {
-			continue // assigned anew: started from the committed offset like any other
+// fencedToRestart lists the fenced partitions that the session assigning
+// assigned leaves with this member without assigning them anew: restartFenced
+// starts them again.
+func (c *Consumer) fencedToRestart(assigned map[string][]int32) []offsets.Partition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var tps []offsets.Partition
+	for tp := range c.fenced {
+		if !slices.Contains(assigned[tp.Topic], tp.Partition) {
+			tps = append(tps, tp)
 		}
-		c.startWorker(tp, c.offsets.Assign(tp))
+	}
+	return tps
+}
+
+// restartFenced starts again the fenced partitions listed by
+// fencedToRestart, under the session's token, from the offset StartOffsets
+// gave (starts) or else the lowest offset their stopped worker had not
+// completed. A partition fenced since fencedToRestart waits for the next
+// session (kgo rejoins after a fenced commit). Called by onAssigned with
+// c.mu held.
+func (c *Consumer) restartFenced(restart []offsets.Partition, token FencingToken, starts map[offsets.Partition]int64) {
+	for _, tp := range restart {
+		resume, ok := c.fenced[tp]
+		if !ok {
+			continue // revoked or lost meanwhile
+		}
+		delete(c.fenced, tp)
+		c.startWorker(tp, c.offsets.Assign(tp), token)
 		one := map[string][]int32{tp.Topic: {tp.Partition}}
+		if at, ok := starts[tp]; ok {
+			resume = at
+		}
 		if resume >= 0 {
 			c.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{tp.Topic: {tp.Partition: {Epoch: -1, Offset: resume}}})
 		}
 		c.cl.ResumeFetchPartitions(one)
-		c.cfg.Logger.Info("kbatch: fenced partition started again", "partition", tp.String(), "offset", resume)
+		c.cfg.Logger.Info("kbatch: fenced partition started again", "partition", tp.String(), "offset", resume, "token", token)
 	}
 }
 

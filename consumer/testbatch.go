@@ -37,3 +37,15 @@ func NewTestBatch(topic string, partition int32, records []*kgo.Record, states [
 	}
 	return b
 }
+
+// WithToken sets the fencing token (Token) of a batch made by NewTestBatch
+// and returns the batch, for tests of handlers that fence their sink:
+//
+//	b := consumer.NewTestBatch("orders", 0, recs, nil).WithToken(7)
+//
+// On a batch kbatch handed out it does nothing: its token is the
+// partition's ownership's.
+func (b *Batch) WithToken(token FencingToken) *Batch {
+	b.token = token
+	return b
+}

@@ -22,6 +22,7 @@ type worker struct {
 	c      *Consumer
 	tp     offsets.Partition
 	lease  offsets.Lease // its assignment in the offsets manager
+	token  FencingToken  // its ownership's fencing token (Batch.Token); written before run starts
 	fp     *flowPart     // its share of the buffer
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -39,9 +40,10 @@ type worker struct {
 	// keys is the ByKey state of the partition, reseq the Resequence
 	// state; both nil with ByPartition. lane is set on the lane workers of
 	// a ByKey partition (see newLane), nil on the partition's worker.
-	keys  *keyLanes
-	reseq *resequencer
-	lane  *keyLanes
+	keys         *keyLanes
+	reseq        *resequencer
+	lane         *keyLanes
+	storeRefusal error // the dedupe store's refusal of the last gate call; the worker's goroutine only
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody

@@ -5,10 +5,13 @@
 // # Keys and entries
 //
 // A record's key is [KeyOf]: a user [KeyFunc]'s, else the value of the
-// Idempotency-Key header ([DefaultHeader]), else "topic/partition/offset"
-// (which catches redeliveries of the same offset, not a producer writing the
-// same message twice). Keys are scoped per input [Partition]: the same key
-// in two partitions is two entries. An [Entry] holds:
+// Idempotency-Key header ([DefaultHeader]), else [OffsetKey] (which catches
+// redeliveries of the same offset, not a producer writing the same message
+// twice). The two kinds never meet: fallback keys start with "\x00o:", and
+// a given key starting with a NUL byte gets a second one. Keys are scoped
+// per input [Partition]: the same key in two partitions is two entries, so
+// a replay is recognised only if it lands in its original's partition
+// (produced with the same record key). An [Entry] holds:
 //
 //   - Attempts, the dequeue count: how many times the record was handed out,
 //     this delivery included;

@@ -2,6 +2,7 @@ package dedupe_test
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -28,14 +29,25 @@ func FuzzKeyOf(f *testing.F) {
 		if header == "" {
 			header = dedupe.DefaultHeader
 		}
+		fromHeader := false
 		for _, h := range r.Headers {
 			if h.Key == header && len(h.Value) > 0 {
-				want = string(h.Value)
+				want, fromHeader = string(h.Value), true
+				if h.Value[0] == 0 {
+					want = "\x00" + want
+				}
 				break
 			}
 		}
 		if got := dedupe.KeyOf(r, name, nil); got != want {
 			t.Fatalf("KeyOf(headers %q, header %q) = %q, want %q", r.Headers, name, got, want)
+		}
+		if got := string(dedupe.AppendKey([]byte("x"), r, name, nil)); got != "x"+want {
+			t.Fatalf("AppendKey = %q, want %q", got, "x"+want)
+		}
+		// A header key never names a fallback key, whatever its bytes.
+		if fromHeader && strings.HasPrefix(want, "\x00o:") {
+			t.Fatalf("header key %q is in the fallback keys' namespace", want)
 		}
 		noKey := func(*kgo.Record) (string, bool) { return "", true }
 		if got := dedupe.KeyOf(r, name, noKey); got != want {

@@ -54,6 +54,22 @@ type MemoryOptions struct {
 type MemoryBackend struct {
 	mu    sync.Mutex // guards everything below and every Memory's fields marked "guarded by b.mu"
 	parts map[Partition]*memPart
+	slab  []memEntry // entries are cut from it, so that a new key costs no allocation of its own
+	calls uint64     // numbers the writing calls, for Begin's one count per key and call
+}
+
+// slabSize is how many entries one allocation of the backend holds.
+const slabSize = 256
+
+// newEntry returns a zero entry cut from the backend's slab. Called with
+// b.mu held.
+func (b *MemoryBackend) newEntry() *memEntry {
+	if len(b.slab) == 0 {
+		b.slab = make([]memEntry, slabSize)
+	}
+	me := &b.slab[0]
+	b.slab = b.slab[1:]
+	return me
 }
 
 // NewMemoryBackend returns an empty backend.
@@ -67,11 +83,17 @@ type memPart struct {
 	epoch          uint64 // bumped by each Assign; writes need the writer's epoch to be the current one
 	keys           map[string]*memEntry
 	oldest, newest *memEntry
+
+	// The partition's fallback keys that need no entry of their own: done,
+	// or begun once. offPrefix starts them.
+	offPrefix   string
+	done, begun offsetSpans
 }
 
 type memEntry struct {
 	key          string
-	e            Entry // Markers is owned by the backend, never handed out
+	call         uint64 // the backend call that last counted it
+	e            Entry  // Markers is owned by the backend, never handed out
 	written      time.Time
 	older, newer *memEntry
 }
@@ -79,7 +101,8 @@ type memEntry struct {
 func (b *MemoryBackend) part(p Partition) *memPart {
 	mp := b.parts[p]
 	if mp == nil {
-		mp = &memPart{keys: make(map[string]*memEntry)}
+		mp = &memPart{keys: make(map[string]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0)}
+		mp.offPrefix = mp.offPrefix[:len(mp.offPrefix)-1] // up to the offset
 		b.parts[p] = mp
 	}
 	return mp
@@ -112,6 +135,7 @@ func (mp *memPart) pushNewest(me *memEntry) {
 func (mp *memPart) remove(me *memEntry) {
 	mp.unlink(me)
 	delete(mp.keys, me.key)
+	*me = memEntry{} // its slot in the slab keeps neither the key nor the markers alive
 }
 
 // Memory is a Store that keeps entries in a MemoryBackend, bounded by a
@@ -195,6 +219,7 @@ func (m *Memory) Assign(ctx context.Context, p Partition) error {
 		m.check(p, mp, me, now)
 		me = next
 	}
+	m.expireOldest(mp, now)
 	m.trim()
 	return nil
 }
@@ -212,18 +237,55 @@ func (m *Memory) Lookup(ctx context.Context, p Partition, keys []string) ([]Entr
 		return nil, err
 	}
 	now := m.now()
+	m.expireOldest(mp, now)
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
 		if me := m.lookup(p, mp, k, now); me != nil {
 			out[i] = copyEntry(me.e)
+		} else if o, ok := offsetOf(k, mp.offPrefix); ok {
+			out[i] = m.spanEntry(mp, o)
 		}
 	}
 	return out, nil
 }
 
-// Begin increments the attempts of every key of keys that is not done, as if
-// the keys were taken one by one (a key given twice is counted twice), and
-// returns the entries in the order of keys.
+// spanEntry is the entry of offset o's fallback key held in a span, or the
+// zero Entry. Called with b.mu held.
+func (m *Memory) spanEntry(mp *memPart, o int64) Entry {
+	if i := mp.done.find(o); i >= 0 {
+		return Entry{Done: true, Expires: mp.done.s[i].written.Add(m.maxAge)}
+	}
+	if i := mp.begun.find(o); i >= 0 {
+		return Entry{Attempts: 1, Expires: mp.begun.s[i].written.Add(m.maxAge)}
+	}
+	return Entry{}
+}
+
+// entryFor returns key's map entry for a write, moving a fallback key out
+// of its span first (its state seeds the entry); nil when key has neither.
+// Called with b.mu held.
+func (m *Memory) entryFor(p Partition, mp *memPart, key string, now time.Time) *memEntry {
+	if me := m.lookup(p, mp, key, now); me != nil {
+		return me
+	}
+	o, ok := offsetOf(key, mp.offPrefix)
+	if !ok {
+		return nil
+	}
+	e := m.spanEntry(mp, o)
+	if !e.Done && e.Attempts == 0 {
+		return nil
+	}
+	mp.done.remove(o)
+	mp.begun.remove(o)
+	me := m.write(mp, nil, key, now)
+	me.e.Attempts, me.e.Done = e.Attempts, e.Done
+	return me
+}
+
+// Begin increments the attempts of every key of keys that is not done, once
+// per call (a key given twice in one call is one delivery), and returns the
+// entries in the order of keys.
 func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -235,15 +297,36 @@ func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry
 		return nil, err
 	}
 	now := m.now()
+	m.b.calls++
+	call := m.b.calls
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
-		me := m.lookup(p, mp, k, now)
-		if me != nil && me.e.Done {
+		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
+			// A fallback key without an entry: in a span if it is new,
+			// done, or begun in this very call.
+			if j := mp.done.find(o); j >= 0 {
+				out[i] = Entry{Done: true, Expires: mp.done.s[j].written.Add(m.maxAge)}
+				continue
+			}
+			j := mp.begun.find(o)
+			if j < 0 {
+				mp.begun.add(o, call, now)
+				out[i] = Entry{Attempts: 1, Expires: now.Add(m.maxAge)}
+				continue
+			}
+			if mp.begun.s[j].call == call {
+				out[i] = Entry{Attempts: 1, Expires: mp.begun.s[j].written.Add(m.maxAge)}
+				continue
+			}
+		}
+		me := m.entryFor(p, mp, k, now)
+		if me != nil && (me.e.Done || me.call == call) {
 			out[i] = copyEntry(me.e)
 			continue
 		}
 		me = m.write(mp, me, k, now)
 		me.e.Attempts++
+		me.call = call
 		out[i] = copyEntry(me.e)
 	}
 	m.expireOldest(mp, now)
@@ -266,7 +349,7 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 		return err
 	}
 	now := m.now()
-	me := m.lookup(p, mp, key, now)
+	me := m.entryFor(p, mp, key, now)
 	if me != nil && me.e.HasMarker(marker) {
 		return nil
 	}
@@ -289,7 +372,16 @@ func (m *Memory) Done(ctx context.Context, p Partition, keys []string) error {
 		return err
 	}
 	now := m.now()
+	m.b.calls++
+	call := m.b.calls
 	for _, k := range keys {
+		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
+			if mp.done.find(o) < 0 {
+				mp.begun.remove(o)
+				mp.done.add(o, call, now)
+			}
+			continue
+		}
 		me := m.lookup(p, mp, k, now)
 		if me != nil && me.e.Done {
 			continue
@@ -326,7 +418,7 @@ func (m *Memory) Stats() MemoryStats {
 	keys := 0
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp != nil && mp.epoch == epoch {
-			keys += len(mp.keys)
+			keys += len(mp.keys) + mp.done.n + mp.begun.n
 		}
 	}
 	return MemoryStats{Keys: keys, Malformed: m.malformed, Evicted: m.evicted, Expired: m.expired}
@@ -381,7 +473,8 @@ func (m *Memory) check(p Partition, mp *memPart, me *memEntry, now time.Time) bo
 // then changes the entry. Called with b.mu held.
 func (m *Memory) write(mp *memPart, me *memEntry, key string, now time.Time) *memEntry {
 	if me == nil {
-		me = &memEntry{key: key}
+		me = m.b.newEntry()
+		me.key = key
 		mp.keys[key] = me
 	} else {
 		mp.unlink(me)
@@ -399,33 +492,67 @@ func (m *Memory) expireOldest(mp *memPart, now time.Time) {
 		m.expired++
 		mp.remove(me)
 	}
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		for len(ss.s) > 0 && !now.Before(ss.s[0].written.Add(m.maxAge)) {
+			m.expired += int64(ss.popFront())
+		}
+	}
 }
 
 // trim forgets the least recently written keys of the partitions m owns
-// until they hold at most MaxKeys. Called with b.mu held.
+// until they hold at most MaxKeys entries (a span of fallback keys is one
+// entry). Called with b.mu held.
 func (m *Memory) trim() {
 	total := 0
 	parts := m.trimBuf[:0] // the partitions m still owns, looked up once
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp.epoch == epoch {
-			total += len(mp.keys)
+			total += mp.entries()
 			parts = append(parts, mp)
 		}
 	}
 	m.trimBuf = parts[:0]
 	for ; total > m.maxKeys; total-- {
 		var victim *memPart
+		var vt time.Time
 		for _, mp := range parts {
-			if mp.oldest == nil {
-				continue
-			}
-			if victim == nil || mp.oldest.written.Before(victim.oldest.written) {
-				victim = mp
+			if t, ok := mp.oldestWrite(); ok && (victim == nil || t.Before(vt)) {
+				victim, vt = mp, t
 			}
 		}
-		victim.remove(victim.oldest)
-		m.evicted++
+		m.evicted += int64(victim.forgetOldest())
 	}
+}
+
+// entries is how many entries mp holds against MaxKeys.
+func (mp *memPart) entries() int { return len(mp.keys) + len(mp.done.s) + len(mp.begun.s) }
+
+// oldestWrite is the time of mp's least recently written entry or span.
+func (mp *memPart) oldestWrite() (time.Time, bool) {
+	var t time.Time
+	ok := false
+	if mp.oldest != nil {
+		t, ok = mp.oldest.written, true
+	}
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		if len(ss.s) > 0 && (!ok || ss.s[0].written.Before(t)) {
+			t, ok = ss.s[0].written, true
+		}
+	}
+	return t, ok
+}
+
+// forgetOldest forgets mp's least recently written entry or span and
+// returns how many keys that was.
+func (mp *memPart) forgetOldest() int {
+	t, _ := mp.oldestWrite()
+	for _, ss := range []*offsetSpans{&mp.done, &mp.begun} {
+		if len(ss.s) > 0 && ss.s[0].written.Equal(t) && (mp.oldest == nil || !mp.oldest.written.Before(t)) {
+			return ss.popFront()
+		}
+	}
+	mp.remove(mp.oldest)
+	return 1
 }
 
 // validEntry reports why e cannot have been written by a store, if it

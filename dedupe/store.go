@@ -52,9 +52,13 @@ func (e Entry) HasMarker(m string) bool {
 //     batch with Lookup to decide what to hand out, then counts only what
 //     it hands out with Begin. It is served from memory by stores that load
 //     the partition on Assign.
-//   - Begin durably increments Attempts of every key that is not done and
-//     returns the entries after the increment, in the order of keys. Done
-//     keys are returned as they are (Done true, Attempts unchanged).
+//   - Begin durably increments Attempts of every key that is not done, once
+//     per call (a key given twice in one call is one delivery), and returns
+//     the entries after the increment, in the order of keys. Done keys are
+//     returned done. A store may keep a done key as done and its expiry
+//     only (Attempts 0, no Markers): a done key is never handed out again.
+//   - A Begin that returned an error may have counted; a store should make
+//     a Begin of the same keys right after it count the delivery once.
 //   - Mark durably adds a marker to one key; Begin returns it later.
 //   - Done durably marks keys done; Begin returns them as done until they
 //     expire.

@@ -106,6 +106,7 @@ func NewCollector(c *consumer.Consumer, labels prometheus.Labels, opts ...Option
 			m("dead_lettered_total", "Records written to the dead-letter topic.", counter, func(s consumer.Stats) int64 { return s.DeadLettered }),
 			m("dead_letter_errors_total", "Failed dead-letter writes, each retry counted.", counter, func(s consumer.Stats) int64 { return s.DeadLetterErrors }),
 			m("store_errors_total", "Failed dedupe store calls, each retry counted.", counter, func(s consumer.Stats) int64 { return s.StoreErrors }),
+			m("store_reassigns_total", "Times the dedupe store refused a partition (another store claimed it) and the worker claimed it again.", counter, func(s consumer.Stats) int64 { return s.StoreReassigns }),
 			m("buffered_records", "Records held: fetched and not yet handled.", gauge, func(s consumer.Stats) int64 { return s.BufferedRecords }),
 			m("buffered_bytes", "Bytes (keys and values) of the records held.", gauge, func(s consumer.Stats) int64 { return s.BufferedBytes }),
 			m("owned_partitions", "Partitions this member owns now.", gauge, func(s consumer.Stats) int64 { return s.OwnedPartitions }),

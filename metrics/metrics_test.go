@@ -21,10 +21,10 @@ func TestCollectorExportsTheConsumerStats(t *testing.T) {
 	}
 	defer c.Close()
 	col := NewCollector(c, prometheus.Labels{"service": "orders"})
-	// 21 counters and gauges, kbatch_flushes_total once per reason,
+	// 22 counters and gauges, kbatch_flushes_total once per reason,
 	// kbatch_topic_records_total once per outcome of the one topic, ready,
 	// live and 5 histograms; no partition series: it owns none.
-	if n, want := testutil.CollectAndCount(col), 21+len(consumer.FlushReasons)+4+2+5; n != want {
+	if n, want := testutil.CollectAndCount(col), 22+len(consumer.FlushReasons)+4+2+5; n != want {
 		t.Fatalf("collected %d metrics, want %d", n, want)
 	}
 	want := `

@@ -4,7 +4,7 @@
 #
 #   scripts/ci-ops.sh [static]     the static checks (what .ci/run calls):
 #     - the testcontainers and deploy modules: go vet, go test;
-#     - go mod tidy -diff in the root, testcontainers and deploy modules;
+#     - go mod tidy -diff in every module (root, bench, testcontainers, deploy, the PostgreSQL examples);
 #     - a throwaway module that imports github.com/kbatch/kbatch/consumer has
 #       no testcontainers, Docker or OpenTelemetry module in its go mod graph;
 #     - the commands deploy/Dockerfile builds compile as it builds them;
@@ -117,7 +117,7 @@ static() {
 
   step "go.mod files tidy, and the module graph of a service that embeds kbatch"
   local m
-  for m in . testcontainers deploy; do
+  for m in . bench testcontainers deploy examples/pg-sink examples/outbox-relay examples/rollup; do
     go -C "$m" mod tidy -diff || die "$m/go.mod is not tidy (go -C $m mod tidy)"
   done
   check_module_graph

@@ -223,10 +223,27 @@ func (s *Store) read(ctx context.Context, ps *partition, from, through, now int6
 // seen before it in the log was written by a zombie after a later owner
 // claimed the partition: it is ignored, and its key queued for a rewrite so
 // that compaction does not keep the zombie's record as the key's last.
+//
+// A claim counts only if its writer had seen the latest claim before it:
+// its base (the end offset its writer read before writing it) is above
+// that claim's offset. A claim that lands after one its writer did not see
+// (it was in flight while its member lost the partition, or two members
+// claimed at once) is ignored: it fences nobody.
+//
 // claims, when not nil, collects the claim keys seen and their times.
 // Called with ps.mu held.
 func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string]int64) {
 	s.records.Add(1)
+	s.fold(ps, r, now, claims)
+}
+
+// fold is apply without the count of records read: the store's own writes
+// are folded in with it when nobody wrote in between.
+func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]int64) {
+	if kind := hashSetKind(r.Key); kind != 0 {
+		s.foldHashes(ps, r, kind, now, false)
+		return
+	}
 	key, isClaim, err := parseKey(r.Key)
 	if err != nil {
 		s.skipMalformed(ps, r, err)
@@ -244,7 +261,7 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 			s.skipMalformed(ps, r, err)
 			return
 		}
-		if epoch < ps.cur {
+		if ps.stale(epoch) {
 			s.fenced.Add(1)
 			if !isClaim {
 				ps.pending[key] = struct{}{}
@@ -264,14 +281,30 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 	}
 	if isClaim {
 		at, err := decodeClaim(r.Value)
+		var base int64
+		var hasBase bool
+		if err == nil {
+			base, hasBase, err = headerInt(r, baseHeader)
+		}
 		if err != nil {
 			s.skipMalformed(ps, r, err)
 			return
 		}
-		ps.cur = max(ps.cur, r.Offset)
 		if claims != nil {
 			claims[string(r.Key)] = at
 		}
+		if !hasBase || base > r.Offset {
+			base = r.Offset // written before bases: it saw everything before it
+		}
+		if ps.claimed && base <= ps.cur {
+			// Its writer did not see the latest claim: void, and so is
+			// every record written under it.
+			s.fenced.Add(1)
+			ps.void[r.Offset] = struct{}{}
+			return
+		}
+		ps.cur = max(ps.cur, r.Offset)
+		ps.claimed = true
 		return
 	}
 	epoch, e, err := decodeEntry(r.Value)
@@ -282,7 +315,7 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 		s.skipMalformed(ps, r, err)
 		return
 	}
-	if epoch < ps.cur {
+	if ps.stale(epoch) {
 		s.fenced.Add(1)
 		ps.pending[key] = struct{}{}
 		return
@@ -294,8 +327,92 @@ func (s *Store) apply(ps *partition, r *kgo.Record, now int64, claims map[string
 		ps.pending[key] = struct{}{} // to delete it from the log
 		return
 	}
+	if e.done {
+		// A done key keeps only its expiry (written by the Done of an
+		// earlier version, or by this one's Mark of a done key).
+		delete(ps.m, key)
+		ps.pending[key] = struct{}{} // its record goes: the hash says done
+		h := hashKey(key)
+		ps.unbegin(h)
+		ps.setDone(h, e.expires)
+		s.bound(ps)
+		return
+	}
+	if len(ps.begun) > 0 {
+		ps.unbegin(hashKey(key)) // its own record holds it now
+	}
 	ps.m[key] = e
 	delete(ps.pending, key)
+}
+
+// foldHashes folds a record of keys done, or of keys begun for the first
+// time, in one call into ps. own says the record is this store's write,
+// folded right after it landed: its Begin handed out no key done, so that
+// is not looked up again.
+func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, own bool) {
+	k := string(r.Key)
+	if r.Value == nil {
+		epoch, err := tombstoneEpoch(r)
+		if err == nil && epoch >= r.Offset {
+			err = fmt.Errorf("tombstone epoch %d is not before the record's offset", epoch)
+		}
+		if err != nil {
+			s.skipMalformed(ps, r, err)
+			return
+		}
+		if ps.stale(epoch) {
+			s.fenced.Add(1)
+			return
+		}
+		ps.cur = epoch
+		delete(ps.batches, k)
+		delete(ps.dropBatches, k)
+		if rec := ps.begunRecs[k]; rec != nil {
+			ps.forgetBegun(rec)
+		}
+		return
+	}
+	epoch, expires, err := decodeHashes(r.Value, kind, nil)
+	if err == nil && epoch >= r.Offset {
+		err = fmt.Errorf("epoch %d is not before the record's offset", epoch)
+	}
+	if err != nil {
+		s.skipMalformed(ps, r, err)
+		return
+	}
+	if stale := ps.stale(epoch); stale || (expires != 0 && expires <= now) {
+		if stale {
+			s.fenced.Add(1)
+		} else {
+			s.expired.Add(1)
+		}
+		ps.dropBatches[k] = struct{}{} // nobody needs it: delete it from the log
+		return
+	}
+	ps.cur = epoch
+	if kind == kindDone {
+		ps.batches[k] = expires
+		_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
+			ps.unbegin(h)
+			ps.setDone(h, expires)
+		})
+		s.bound(ps)
+		return
+	}
+	rec := &begunRec{key: k, expires: expires}
+	ps.begunRecs[k] = rec
+	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
+		if exp, done := ps.done[h]; !own && done && exp.live(now) {
+			return
+		}
+		ps.unbegin(h)
+		ps.begun[h] = rec
+		rec.left++
+	})
+	if rec.left == 0 {
+		delete(ps.begunRecs, k)
+		ps.dropBatches[k] = struct{}{}
+	}
 }
 
 func (s *Store) skipMalformed(ps *partition, r *kgo.Record, err error) {

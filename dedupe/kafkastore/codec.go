@@ -1,14 +1,18 @@
 package kafkastore
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"strconv"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // The changelog's record layout.
@@ -21,24 +25,45 @@ import (
 //
 // Values, version 1 (varints are canonical, in encoding/binary's format):
 //
-//	entry: 0x01 0x01 uvarint(epoch) flags uvarint(attempts) varint(expires) uvarint(n) n * (uvarint(len) marker)
-//	claim: 0x01 0x02 varint(claimed at)
+//	entry: 0x01 0x01 uvarint(epoch) flags uvarint(attempts) varint(expires) uvarint(n) n * (uvarint(len) marker) ext
+//	claim: 0x01 0x02 varint(claimed at) ext
+//	done:  0x01 0x03 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
+//	begun: 0x01 0x04 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
 //
-// flags is 0x01 when the key is done (no other bit is used); expires and
-// claimed at are Unix nanoseconds (0: no expiry). A value ending early, with
-// trailing bytes, an unknown version or kind, a non-canonical varint, an
-// empty or repeated marker is malformed.
+// done and begun records hold the keys of one Done or one Begin (those
+// begun for the first time) by hash, under keys of their own (donePrefix,
+// begunPrefix followed by the writer's epoch and a sequence number).
+//
+// flags: 0x01 done; expires and claimed at are Unix nanoseconds (0: no
+// expiry); hash is keyHashSize bytes (see hashKey).
+//
+// Forward compatibility: version 1 only ever grows. A newer writer appends
+// extension fields (ext: zero or more uvarint(tag) uvarint(len) len bytes)
+// and may set flags that are safe to ignore; a reader skips extension
+// fields and flags it does not know, so that during a rolling upgrade an
+// older member reads a newer one's entries with the fields it knows. A
+// change that an older reader must not read as version 1 takes a new version
+// byte, which such a reader reports as malformed and skips. A value ending
+// early, a badly framed extension, an unknown version or kind, a
+// non-canonical varint, an empty or repeated marker is malformed.
 //
 // Tombstones (nil values) delete a key; they carry their writer's epoch in
-// the header epochHeader, in decimal.
+// the header epochHeader, in decimal. A claim carries in the header
+// baseHeader the end offset of the changelog partition its writer read
+// before writing it (see Store.Assign).
 const (
 	valueVersion byte = 1
 	kindEntry    byte = 1
 	kindClaim    byte = 2
+	kindDone     byte = 3
+	kindBegun    byte = 4
 	flagDone     byte = 0x01
 
 	claimPrefix = "\x00kbatch-owner/"
+	donePrefix  = "\x00kbatch-done/"
+	begunPrefix = "\x00kbatch-begun/"
 	epochHeader = "kbatch-epoch"
+	baseHeader  = "kbatch-base"
 )
 
 // entry is a dedupe.Entry as the store keeps it. markers is never changed in
@@ -99,9 +124,7 @@ func decodeEntry(b []byte) (epoch int64, e entry, err error) {
 	}
 	flags := b[0]
 	b = b[1:]
-	if flags&^flagDone != 0 {
-		return 0, entry{}, fmt.Errorf("unknown flags %#x", flags)
-	}
+	// Flags this version does not know are a newer writer's, safe to ignore.
 	e.done = flags&flagDone != 0
 	u, b, err = uvarint(b)
 	if err != nil {
@@ -138,8 +161,8 @@ func decodeEntry(b []byte) (epoch int64, e entry, err error) {
 		e.markers = append(e.markers, string(rest[:l]))
 		b = rest[l:]
 	}
-	if len(b) != 0 {
-		return 0, entry{}, fmt.Errorf("%d trailing bytes", len(b))
+	if err := skipExtensions(b); err != nil {
+		return 0, entry{}, err
 	}
 	if m, ok := repeated(e.markers); ok {
 		return 0, entry{}, fmt.Errorf("repeated marker %q", m)
@@ -163,10 +186,128 @@ func decodeClaim(b []byte) (at int64, err error) {
 	if at, b, err = varint(b); err != nil {
 		return 0, fmt.Errorf("claimed at: %w", err)
 	}
-	if len(b) != 0 {
-		return 0, fmt.Errorf("%d trailing bytes", len(b))
+	if err := skipExtensions(b); err != nil {
+		return 0, err
 	}
 	return at, nil
+}
+
+// skipExtensions checks that b is a run of well-framed extension fields
+// (uvarint tag, uvarint length, length bytes), which this version skips.
+func skipExtensions(b []byte) error {
+	for len(b) > 0 {
+		_, rest, err := uvarint(b)
+		if err != nil {
+			return fmt.Errorf("extension tag: %w", err)
+		}
+		l, rest, err := uvarint(rest)
+		if err != nil {
+			return fmt.Errorf("extension length: %w", err)
+		}
+		if l > uint64(len(rest)) {
+			return fmt.Errorf("extension of %d bytes: %w", l, errTruncated)
+		}
+		b = rest[l:]
+	}
+	return nil
+}
+
+// keyHashSize is the width of a done key's hash: 128 bits, so that two of
+// a billion keys collide (and a record is skipped that should not be) with
+// a probability below 1e-20.
+const keyHashSize = 16
+
+// keyHash is a key as the store remembers it once done.
+type keyHash [keyHashSize]byte
+
+// hashKey is SHA-256 cut to 128 bits: collision resistant, so that nobody
+// can choose an idempotency key that makes another record skipped. A
+// fallback key (dedupe.OffsetKey), which nobody chooses, is spelt out
+// instead, cheaper: its offset in the first 8 bytes, then FNV-1a of its
+// topic and partition. Two fallback keys of one partition never collide
+// (their offsets differ); one meeting a SHA-256 output is a 128-bit
+// coincidence, as likely as two SHA-256 outputs meeting.
+func hashKey(key string) keyHash {
+	if dedupe.IsOffsetKey(key) {
+		if h, ok := offsetHash(key); ok {
+			return h
+		}
+	}
+	sum := sha256.Sum256([]byte(key))
+	return keyHash(sum[:keyHashSize])
+}
+
+// offsetHash spells out a fallback key "\x00o:<topic>/<partition>/<offset>"
+// written as OffsetKey writes it (a canonical offset); ok is false for any
+// other spelling, which is hashed.
+func offsetHash(key string) (keyHash, bool) {
+	slash := strings.LastIndexByte(key, '/')
+	digits := key[slash+1:]
+	if slash < 0 || digits == "" || digits[0] < '0' || digits[0] > '9' || (digits[0] == '0' && len(digits) > 1) {
+		return keyHash{}, false
+	}
+	o, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return keyHash{}, false
+	}
+	var h keyHash
+	binary.BigEndian.PutUint64(h[0:8], uint64(o))
+	f := uint64(14695981039346656037) // FNV-1a, 64 bits
+	for i := 0; i < slash; i++ {
+		f ^= uint64(key[i])
+		f *= 1099511628211
+	}
+	binary.BigEndian.PutUint64(h[8:16], f)
+	return h, true
+}
+
+// appendHashes appends the encoding of a done or begun record (kind) of
+// keys written by the owner of epoch, that expire together.
+func appendHashes(dst []byte, kind byte, epoch, expires int64, hs []keyHash) []byte {
+	dst = append(dst, valueVersion, kind)
+	dst = binary.AppendUvarint(dst, uint64(epoch))
+	dst = binary.AppendVarint(dst, expires)
+	dst = binary.AppendUvarint(dst, uint64(len(hs)))
+	for i := range hs {
+		dst = append(dst, hs[i][:]...)
+	}
+	return dst
+}
+
+// decodeHashes decodes a done or begun record (kind); fn is called for
+// each hash.
+func decodeHashes(b []byte, kind byte, fn func(h keyHash)) (epoch, expires int64, err error) {
+	b, err = header(b, kind)
+	if err != nil {
+		return 0, 0, err
+	}
+	u, b, err := uvarint(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("epoch: %w", err)
+	}
+	if u > math.MaxInt64 {
+		return 0, 0, fmt.Errorf("epoch %d out of range", u)
+	}
+	if expires, b, err = varint(b); err != nil {
+		return 0, 0, fmt.Errorf("expires: %w", err)
+	}
+	n, b, err := uvarint(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("key count: %w", err)
+	}
+	if n > uint64(len(b)/keyHashSize) {
+		return 0, 0, fmt.Errorf("key count %d exceeds the value", n)
+	}
+	hs := b[:n*keyHashSize]
+	if err := skipExtensions(b[n*keyHashSize:]); err != nil {
+		return 0, 0, err
+	}
+	if fn != nil {
+		for i := 0; i < len(hs); i += keyHashSize {
+			fn(keyHash(hs[i : i+keyHashSize]))
+		}
+	}
+	return int64(u), expires, nil
 }
 
 func header(b []byte, kind byte) ([]byte, error) {
@@ -259,8 +400,36 @@ func parseKey(k []byte) (key string, claim bool, err error) {
 		return string(k[2:]), false, nil
 	case len(k) > len(claimPrefix) && string(k[:len(claimPrefix)]) == claimPrefix:
 		return "", true, nil
+	case hashSetKind(k) != 0:
+		return "", false, nil
 	}
 	return "", false, fmt.Errorf("unknown reserved key %q", k)
+}
+
+// hashSetKind tells the kind of record a changelog key names if it is a
+// done or begun record, else 0.
+func hashSetKind(k []byte) byte {
+	switch {
+	case len(k) > len(donePrefix) && string(k[:len(donePrefix)]) == donePrefix:
+		return kindDone
+	case len(k) > len(begunPrefix) && string(k[:len(begunPrefix)]) == begunPrefix:
+		return kindBegun
+	}
+	return 0
+}
+
+// headerInt reads a decimal int64 header; ok is false when it is absent.
+func headerInt(r *kgo.Record, name string) (v int64, ok bool, err error) {
+	for _, h := range r.Headers {
+		if h.Key == name {
+			v, err := strconv.ParseInt(string(h.Value), 10, 64)
+			if err != nil || v < 0 {
+				return 0, true, fmt.Errorf("header %s %q", name, h.Value)
+			}
+			return v, true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 // tombstoneEpoch reads the epoch header of a tombstone.

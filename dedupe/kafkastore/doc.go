@@ -14,17 +14,28 @@
 // missing, with cleanup.policy=compact and T's partition count (replication:
 // Options.ReplicationFactor); an existing changelog with another partition
 // count is refused with a *PartitionCountError, and one that is not compacted
-// gets a warning in the log. Each key's latest record is its entry: a
-// versioned binary value (see codec.go) with the attempts, done, markers,
-// the expiry and the writer's owner epoch. Records are written with acks=all
-// by an idempotent producer to the exact partition (a manual partitioner),
-// one produce round per Begin, Mark or Done.
+// gets a warning in the log. Records are versioned binary values (see
+// codec.go), forward compatible: fields and flags a newer version adds are
+// skipped. A Begin writes one record holding the 128-bit hashes of the keys
+// handed out for the first time; a Done one record holding the hashes of
+// the keys done (a done key is kept as its hash and expiry only); a key
+// retried or marked gets a record of its own with its attempts and markers.
+// Every record carries the writer's owner epoch. Records are written with
+// acks=all by an idempotent producer to the exact partition (a manual
+// partitioner), one produce round per Begin, Mark or Done. Options.MaxKeys
+// bounds the keys held in memory per partition: past it the keys done that
+// expire first are forgotten (Stats.Evicted), at-least-once, never a loss.
 //
 // # Assign: claim, then load
 //
-// Assign first writes an owner claim to changelog partition p, under a key
-// of its own ("\x00kbatch-owner/<random>"). The claim's offset is the new
-// owner's epoch, and every later record of that owner carries it. Then
+// Assign first reads the end offset of changelog partition p (the claim's
+// base), then writes an owner claim there, under a key of its own
+// ("\x00kbatch-owner/<random>") with the base in a header. The claim's
+// offset is the new owner's epoch, and every later record of that owner
+// carries it. A claim counts only if its base is above the latest claim
+// that counts: one still in flight when its member lost the partition, which
+// lands after the new owner's, is void and fences nobody; an owner whose
+// claim was voided by a concurrent one claims again. Then
 // Assign reads the partition from its start up to its claim, folding each
 // record into a map by the log-order fencing rule:
 //

@@ -2,6 +2,7 @@ package kafkastore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -79,7 +80,32 @@ func newHarness(t *testing.T) *dedupetest.Harness {
 			)
 		},
 		Malformed: func(s dedupe.Store) int64 { return s.(*Store).Stats().Malformed },
+		InjectFuture: func(t *testing.T, p dedupe.Partition, key string) {
+			end := kafkatest.EndOffsets(t, brokers, changelog)[p.Partition]
+			produceRaw(t, brokers, changelog, p.Partition,
+				&kgo.Record{Key: recordKey(key), Value: futureEntry(end-1, clock.Now().Add(time.Hour).UnixNano())})
+		},
+		OpenBounded: func(t *testing.T, maxKeys int) dedupe.Store {
+			return openStore(t, brokers, Options{Group: group, Now: clock.Now, MaxKeys: maxKeys})
+		},
+		Forgotten: func(s dedupe.Store) int64 { return s.(*Store).Stats().Evicted },
 	}
+}
+
+// futureEntry is a golden entry as a newer version writes it: an unknown
+// flag bit (0x80) next to done's, attempts 2, the marker "m", then two
+// extension fields (tags 7 and 300) this version does not know.
+func futureEntry(epoch, expires int64) []byte {
+	b := []byte{valueVersion, kindEntry}
+	b = binary.AppendUvarint(b, uint64(epoch))
+	b = append(b, 0x80)                 // flags: not done, one unknown bit
+	b = binary.AppendUvarint(b, 2)      // attempts
+	b = binary.AppendVarint(b, expires) // expires
+	b = append(b, 1, 1, 'm')            // one marker
+	b = append(b, 7, 3, 'x', 'y', 'z')  // extension: tag 7, 3 bytes
+	b = binary.AppendUvarint(b, 300)    // extension: tag 300,
+	b = append(b, 0)                    // empty
+	return b
 }
 
 // produceRaw writes records to partition of topic as they are.
@@ -130,7 +156,7 @@ func readRaw(t testing.TB, brokers []string, topic string, partition int32) []*k
 }
 
 func TestConformance(t *testing.T) {
-	dedupetest.Run(t, newHarness, dedupetest.Features{FencedWritesFail: true})
+	dedupetest.Run(t, newHarness, dedupetest.Features{FencedWritesFail: true, DoneKeepsOnlyExpiry: true})
 }
 
 // TestChangelogIsCompactedAndCoPartitioned guards the changelog's shape: a
@@ -179,8 +205,57 @@ func TestChangelogIsCompactedAndCoPartitioned(t *testing.T) {
 		t.Errorf("changelog cleanup.policy %q, want compact", policy)
 	}
 	ends := kafkatest.EndOffsets(t, brokers, changelog)
-	if ends[0] != 0 || ends[1] != 0 || ends[2] != 3 {
-		t.Errorf("changelog end offsets %v, want only partition 2 written (a claim and two entries)", ends)
+	if ends[0] != 0 || ends[1] != 0 || ends[2] != 2 {
+		t.Errorf("changelog end offsets %v, want only partition 2 written (a claim and one record of the keys begun)", ends)
+	}
+}
+
+// TestBatchCostsOneRecordPerCall guards the store's cost per batch: Begin
+// and Done wrote one changelog record per key (2,000 records for a batch of
+// 1,000 first deliveries), which made the Kafka store a tenth of kbatch's
+// speed. A first delivery's keys go in one record, a Done's in another.
+func TestBatchCostsOneRecordPerCall(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	input := kafkatest.NewTopic(t, 1)
+	group := kafkatest.NewGroup(t)
+	changelog := group + "." + input + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, changelog)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: input, Partition: 0}
+	s := openStore(t, brokers, Options{Group: group})
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = "order-" + strconv.Itoa(i)
+	}
+	before := kafkatest.EndOffsets(t, brokers, changelog)[0]
+	for range 3 {
+		if _, err := s.Begin(ctx, p, keys); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Done(ctx, p, keys); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys[:0:0], keys...)
+		for i := range keys {
+			keys[i] += "x"
+		}
+	}
+	if n := kafkatest.EndOffsets(t, brokers, changelog)[0] - before; n > 3*2+3 {
+		t.Errorf("3 batches of 1000 first deliveries wrote %d changelog records, want about 2 per batch", n)
+	}
+	s2 := openStore(t, brokers, Options{Group: group})
+	if err := s2.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s2.Lookup(ctx, p, []string{"order-0", "order-999xx", "order-5xxx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es[0].Done || !es[1].Done || es[2].Done || es[2].Attempts != 0 {
+		t.Errorf("after a reopen: %+v, want the first two done and the third unknown", es)
 	}
 }
 
@@ -463,4 +538,52 @@ func BenchmarkKafkaBeginDone(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
+}
+
+// TestLateClaimFencesNobody guards a claim still in flight when its member
+// lost the partition: it landed after the new owner's claim and, being the
+// later one, fenced the new owner (its next write failed with ErrFenced and
+// the partition stopped). A claim counts only if its writer had seen the
+// latest claim: this one's base (the end offset read before it was sent)
+// is below the new owner's claim.
+func TestLateClaimFencesNobody(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 2)
+	group := kafkatest.NewGroup(t)
+	changelog := group + "." + topic + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, changelog)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: topic, Partition: 0}
+	old := openStore(t, brokers, Options{Group: group})
+	if err := old.Assign(ctx, dedupe.Partition{Topic: topic, Partition: 1}); err != nil {
+		t.Fatal(err) // creates the changelog
+	}
+	// The old owner reads the end offset and sends its claim for p...
+	base := kafkatest.EndOffsets(t, brokers, changelog)[0]
+	late := &kgo.Record{Key: []byte("\x00kbatch-owner/late"), Value: appendClaim(nil, time.Now().UnixNano()),
+		Headers: []kgo.RecordHeader{{Key: "kbatch-base", Value: []byte(strconv.FormatInt(base, 10))}}}
+
+	// ...which is still in flight while p moves to the new owner.
+	s := openStore(t, brokers, Options{Group: group})
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(ctx, p, []string{"k"}); err != nil {
+		t.Fatal(err)
+	}
+	produceRaw(t, brokers, changelog, 0, late) // it lands now
+	if _, err := s.Begin(ctx, p, []string{"k"}); err != nil {
+		t.Fatalf("Begin after a late claim landed: %v, want the new owner kept", err)
+	}
+	if err := s.Done(ctx, p, []string{"k"}); err != nil {
+		t.Fatalf("Done after a late claim landed: %v", err)
+	}
+	s2 := openStore(t, brokers, Options{Group: group})
+	if err := s2.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s2.Lookup(ctx, p, []string{"k"})
+	if err != nil || !es[0].Done {
+		t.Fatalf("k after the next Assign: %+v, %v; want done", es, err)
+	}
 }

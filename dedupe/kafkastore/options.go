@@ -27,6 +27,14 @@ type Options struct {
 	// Expires is the write time plus Retention, and an entry past its
 	// Expires is neither loaded nor returned. Default 7 days (DefaultRetention).
 	Retention time.Duration
+	// MaxKeys bounds the keys the store holds in memory per assigned
+	// partition (a key done costs about 40 bytes: its 128-bit hash and its
+	// expiry). Past it, the keys done that expire first are forgotten
+	// (Stats.Evicted): a record of a forgotten key that comes again is
+	// handed out again, as if its retention had passed. That is
+	// at-least-once, never a loss. Zero means no bound but Retention; a
+	// negative value is refused.
+	MaxKeys int
 	// ReplicationFactor of a changelog topic the store creates. 0 or -1:
 	// the broker's default (default.replication.factor; Kafka 2.4+).
 	ReplicationFactor int16
@@ -59,6 +67,8 @@ func (o Options) validate() error {
 		return &OptionsError{"Group", "is empty (it names the changelog topics unless TopicName is set)"}
 	case o.Retention < 0:
 		return &OptionsError{"Retention", "is negative"}
+	case o.MaxKeys < 0:
+		return &OptionsError{"MaxKeys", "is negative"}
 	case o.ReplicationFactor < -1:
 		return &OptionsError{"ReplicationFactor", "is below -1"}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/dedupe"
 )
@@ -27,6 +30,7 @@ type Store struct {
 	malformed atomic.Int64
 	fenced    atomic.Int64
 	expired   atomic.Int64
+	evicted   atomic.Int64
 
 	topicMu sync.Mutex           // held while a changelog topic is looked up or created
 	topics  map[string]changelog // input topic -> its changelog; guarded by topicMu
@@ -48,13 +52,148 @@ type partition struct {
 	released  bool // Release or Close was called, or a later Assign replaced it
 	fenced    bool // a later owner's claim was seen after ours
 
-	epoch int64 // our owner epoch: the offset of our claim record
-	cur   int64 // the highest epoch seen in the log so far (>= epoch once loaded)
-	next  int64 // the offset after the last changelog record folded into m
+	epoch   int64              // our owner epoch: the offset of our claim record
+	cur     int64              // the highest epoch seen in the log so far (>= epoch once loaded)
+	claimed bool               // a claim that counts was seen
+	void    map[int64]struct{} // offsets of claims that do not count: records under them are ignored
+	next    int64              // the offset after the last changelog record folded into m
 
-	m       map[string]entry    // the live entries
-	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, or the entry expired
-	sweepAt int                 // sweep m for expired entries when it reaches this size
+	m       map[string]entry    // the live entries not done: attempts and markers
+	done    map[keyHash]expSec  // the keys done, by hash: their expiry and nothing else
+	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
+	sweepAt int                 // sweep m and done for expired entries when they reach this size
+
+	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
+	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
+
+	batches     map[string]int64    // records of keys done in one batch -> their expiry, to delete them once expired
+	dropBatches map[string]struct{} // such records to delete now
+	seq         int64               // numbers this owner's records of keys done
+
+	// retry is the last Begin that failed: a Begin of the same keys right
+	// after it is its retry and writes the same counts, so that a delivery
+	// whose records landed although the call failed is counted once.
+	retry *updates
+}
+
+// begunRec is a record of keys begun for the first time in one Begin.
+type begunRec struct {
+	key     string // its changelog key
+	left    int    // its keys with no later record (own entry, done)
+	expires int64
+}
+
+// unbegin takes a key out of its begun record, which is deleted from the
+// log once no key is left in it.
+func (ps *partition) unbegin(h keyHash) {
+	rec := ps.begun[h]
+	if rec == nil {
+		return
+	}
+	delete(ps.begun, h)
+	if len(ps.begun) == 0 {
+		clear(ps.begun) // a map emptied key by key keeps its tombstones: probes grow long
+	}
+	rec.left--
+	if rec.left <= 0 {
+		delete(ps.begunRecs, rec.key)
+		ps.dropBatches[rec.key] = struct{}{}
+	}
+}
+
+// forgetBegun drops a begun record and its keys (expired or deleted).
+func (ps *partition) forgetBegun(rec *begunRec) {
+	delete(ps.begunRecs, rec.key)
+	if rec.left > 0 {
+		for h, r := range ps.begun {
+			if r == rec {
+				delete(ps.begun, h)
+			}
+		}
+	}
+	rec.left = 0
+}
+
+// stale reports whether a record written under epoch must be ignored: a
+// later owner had claimed the partition before it (a zombie wrote it), or
+// its writer's claim does not count.
+func (ps *partition) stale(epoch int64) bool {
+	if epoch < ps.cur {
+		return true
+	}
+	_, void := ps.void[epoch]
+	return void
+}
+
+// setDone records the hash of a key done until expires.
+func (ps *partition) setDone(h keyHash, expires int64) {
+	e := toExpSec(expires)
+	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
+		ps.done[h] = e
+	}
+}
+
+// expSec is a done key's expiry in whole Unix seconds, rounded up (0: no
+// expiry): 4 bytes a key rather than 8, which with the 16-byte hash keeps a
+// done key near 40 bytes in memory. It lasts until 2106.
+type expSec uint32
+
+func toExpSec(ns int64) expSec {
+	switch {
+	case ns == 0:
+		return 0
+	case ns < 0:
+		return 1 // long expired
+	case ns >= math.MaxUint32*int64(time.Second):
+		return math.MaxUint32
+	}
+	return expSec((ns + int64(time.Second) - 1) / int64(time.Second))
+}
+
+// nanos is the expiry in Unix nanoseconds (0: none).
+func (e expSec) nanos() int64 { return int64(e) * int64(time.Second) }
+
+// live reports whether the key has not expired at now.
+func (e expSec) live(now int64) bool { return e == 0 || e.nanos() > now }
+
+// bound forgets the keys done that expire first while the partition holds
+// more than MaxKeys keys, down to seven eighths of it so that the scan is
+// paid once per MaxKeys/8 new keys. A forgotten key is handed out again if
+// its record comes back: at-least-once, never a loss. Called with ps.mu
+// held.
+func (s *Store) bound(ps *partition) {
+	limit := s.opts.MaxKeys
+	if limit <= 0 || len(ps.done)+len(ps.m) <= limit {
+		return
+	}
+	target := limit - limit/8
+	excess := len(ps.done) + len(ps.m) - target
+	if excess <= 0 {
+		return
+	}
+	// The expiry below which excess keys lie, estimated from a sample
+	// (map order is random): then one pass deletes them.
+	sample := make([]expSec, 0, 256)
+	for _, exp := range ps.done {
+		sample = append(sample, exp)
+		if len(sample) == cap(sample) {
+			break
+		}
+	}
+	slices.Sort(sample)
+	q := min(len(sample)-1, len(sample)*excess/max(len(ps.done), 1))
+	cut := sample[max(q, 0)]
+	forgot := 0
+	for h, exp := range ps.done {
+		if forgot >= excess {
+			break
+		}
+		if exp <= cut {
+			delete(ps.done, h)
+			forgot++
+		}
+	}
+	s.evicted.Add(int64(forgot))
 }
 
 // Stats are a Store's counters since New.
@@ -69,6 +208,112 @@ type Stats struct {
 	Fenced int64
 	// Expired counts entries dropped because their retention had passed.
 	Expired int64
+	// Evicted counts keys done forgotten to stay within Options.MaxKeys:
+	// a record of such a key that comes again is handed out again.
+	Evicted int64
+}
+
+// maxClaims bounds the claims one Assign writes when concurrent claims
+// void its own.
+const maxClaims = 5
+
+// newPartition returns the empty state of p, whose changelog is changelog.
+func newPartition(p dedupe.Partition, changelog string) *partition {
+	return &partition{
+		p:           p,
+		changelog:   changelog,
+		void:        make(map[int64]struct{}),
+		m:           make(map[string]entry),
+		done:        make(map[keyHash]expSec),
+		begun:       make(map[keyHash]*begunRec),
+		begunRecs:   make(map[string]*begunRec),
+		pending:     make(map[string]struct{}),
+		batches:     make(map[string]int64),
+		dropBatches: make(map[string]struct{}),
+		sweepAt:     minSweep,
+	}
+}
+
+// endOffset reads the end offset of a changelog partition, with a
+// ListOffsets request of its own (not kadm's, which goes through cached
+// metadata where a changelog just created stays unknown for a while),
+// retried while the broker does not know the partition yet.
+func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (int64, error) {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.ReplicaID = -1
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = partition
+		rp.Timestamp = -1 // the end
+		rp.CurrentLeaderEpoch = -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		var resp *kmsg.ListOffsetsResponse
+		leader, err := s.leader(ctx, topic, partition)
+		if err == nil {
+			var kr kmsg.Response
+			kr, err = s.cl.Broker(int(leader)).Request(ctx, req)
+			if err == nil {
+				resp = kr.(*kmsg.ListOffsetsResponse)
+			}
+		}
+		if err == nil {
+			err = fmt.Errorf("no end offset for %s/%d in the answer", topic, partition)
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if t.Topic == topic && p.Partition == partition {
+						if err = kerr.ErrorForCode(p.ErrorCode); err == nil {
+							return p.Offset, nil
+						}
+					}
+				}
+			}
+		}
+		if attempt == 10 || !kerr.IsRetriable(err) && !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return 0, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// leader returns the leader of a changelog partition, from a Metadata
+// request of its own (see partitionCounts for why not the cached metadata).
+func (s *Store) leader(ctx context.Context, topic string, partition int32) (int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != topic {
+			continue
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return 0, err
+		}
+		for _, p := range t.Partitions {
+			if p.Partition == partition {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					return 0, err
+				}
+				return p.Leader, nil
+			}
+		}
+	}
+	return 0, kerr.UnknownTopicOrPartition
 }
 
 // maxRepairs bounds the pending rewrites added to one produce round.
@@ -119,6 +364,7 @@ func (s *Store) Stats() Stats {
 		Malformed: s.malformed.Load(),
 		Fenced:    s.fenced.Load(),
 		Expired:   s.expired.Load(),
+		Evicted:   s.evicted.Load(),
 	}
 }
 
@@ -141,39 +387,53 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 	if p.Partition < 0 || int(p.Partition) >= cl.partitions {
 		return fmt.Errorf("kafkastore: partition %v: %q has %d partitions", p, p.Topic, cl.partitions)
 	}
-	ps := &partition{
-		p:         p,
-		changelog: cl.name,
-		m:         make(map[string]entry),
-		pending:   make(map[string]struct{}),
-		sweepAt:   minSweep,
-	}
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-
+	var ps *partition
+	var claimKey string
+	var claims map[string]int64
 	now := s.opts.Now()
-	claimKey := newClaimKey()
-	claim := &kgo.Record{
-		Topic:     cl.name,
-		Partition: p.Partition,
-		Key:       []byte(claimKey),
-		Value:     appendClaim(nil, now.UnixNano()),
+	// A claim counts only if it saw the latest claim before it (see
+	// apply): if another landed between the end offset read and ours, the
+	// load finds ours void and claims again, with a new end offset.
+	for attempt := 1; ; attempt++ {
+		base, err := s.endOffset(ctx, cl.name, p.Partition)
+		if err != nil {
+			return closedOr(fmt.Errorf("kafkastore: reading the end of %s/%d: %w", cl.name, p.Partition, err))
+		}
+		ps = newPartition(p, cl.name)
+		ps.mu.Lock()
+		claimKey = newClaimKey()
+		claim := &kgo.Record{
+			Topic:     cl.name,
+			Partition: p.Partition,
+			Key:       []byte(claimKey),
+			Value:     appendClaim(nil, now.UnixNano()),
+			Headers:   []kgo.RecordHeader{{Key: baseHeader, Value: strconv.AppendInt(nil, base, 10)}},
+		}
+		if err := s.cl.ProduceSync(ctx, claim).FirstErr(); err != nil {
+			ps.mu.Unlock()
+			return closedOr(fmt.Errorf("kafkastore: claiming %v in %s: %w", p, cl.name, err))
+		}
+		ps.epoch = claim.Offset
+		claims = make(map[string]int64)
+		// The claim is the last record read: it exists, whatever compaction
+		// did before it, so the read has a record to stop at.
+		if err := s.read(ctx, ps, -1, claim.Offset, now.UnixNano(), claims); err != nil {
+			ps.mu.Unlock()
+			return fmt.Errorf("kafkastore: loading %v from %s: %w", p, cl.name, err)
+		}
+		if ps.cur == ps.epoch {
+			ps.next = claim.Offset + 1
+			break
+		}
+		ps.mu.Unlock()
+		if attempt == maxClaims {
+			return fmt.Errorf("kafkastore: claiming %v: %d claims in a row lost to concurrent claims", p, attempt)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	if err := s.cl.ProduceSync(ctx, claim).FirstErr(); err != nil {
-		return closedOr(fmt.Errorf("kafkastore: claiming %v in %s: %w", p, cl.name, err))
-	}
-	ps.epoch = claim.Offset
-	claims := make(map[string]int64)
-	// The claim is the last record read: it exists, whatever compaction
-	// did before it, so the read has a record to stop at.
-	if err := s.read(ctx, ps, -1, claim.Offset, now.UnixNano(), claims); err != nil {
-		return fmt.Errorf("kafkastore: loading %v from %s: %w", p, cl.name, err)
-	}
-	if ps.cur != ps.epoch {
-		// Unreachable unless the broker misplaced our claim.
-		return fmt.Errorf("kafkastore: loading %v: epoch %d seen after our claim at %d", p, ps.cur, ps.epoch)
-	}
-	ps.next = claim.Offset + 1
+	defer ps.mu.Unlock()
 
 	// Housekeeping in one round: rewrite what zombies overwrote, delete
 	// expired entries, delete claims older than twice the retention (every
@@ -226,10 +486,12 @@ func (s *Store) Lookup(ctx context.Context, p dedupe.Partition, keys []string) (
 	return out, nil
 }
 
-// Begin increments the attempts of every key of keys that is not done, as if
-// the keys were taken one by one (a key given twice is counted twice), writes
-// the new entries in one produce round, and returns the entries in the order
-// of keys.
+// Begin increments the attempts of every key of keys that is not done, once
+// per call (a key given twice is one delivery), writes the new entries in
+// one produce round, and returns the entries in the order of keys. A Begin
+// of the same keys right after a Begin that failed is its retry: it writes
+// the counts the failed one tried to write, so that a delivery is counted
+// once whether or not the failed write landed.
 func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([]dedupe.Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -241,24 +503,56 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 	defer ps.mu.Unlock()
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
+	u := ps.retry
+	ps.retry = nil
+	if u == nil || !slices.Equal(u.asked, keys) {
+		u = newUpdates(len(keys))
+		u.asked = slices.Clone(keys)
+		for _, k := range keys {
+			if _, dup := u.get(k); dup {
+				continue
+			}
+			h := hashKey(k)
+			e, ok := s.liveHashed(ps, k, h, now)
+			if ok && e.done {
+				continue
+			}
+			if !ok {
+				// Begun for the first time: its hash goes in the call's
+				// begun record, not a record of its own.
+				u.firsts = append(u.firsts, h)
+				u.set(k, entry{attempts: 1, expires: expires})
+				u.first[k] = struct{}{}
+				continue
+			}
+			e.attempts++
+			e.expires = expires
+			u.set(k, e)
+		}
+	}
 	out := make([]dedupe.Entry, len(keys))
-	u := newUpdates(len(keys))
 	for i, k := range keys {
-		e, ok := u.get(k)
-		if !ok {
-			e, ok = s.live(ps, k, now)
-		}
-		if ok && e.done {
+		if e, ok := u.get(k); ok {
 			out[i] = e.export()
-			continue
+		} else if e, ok := s.live(ps, k, now); ok {
+			out[i] = e.export()
 		}
-		e.attempts++
-		e.expires = expires
-		u.set(k, e)
-		out[i] = e.export()
 	}
 	if len(u.keys) > 0 {
-		if err := s.write(ctx, ps, u, nil); err != nil {
+		var extra []*kgo.Record
+		if len(u.firsts) > 0 {
+			ps.seq++
+			extra = append(extra, &kgo.Record{
+				Topic:     ps.changelog,
+				Partition: ps.p.Partition,
+				Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+				Value:     appendHashes(make([]byte, 0, 32+len(u.firsts)*keyHashSize), kindBegun, ps.epoch, expires, u.firsts),
+			})
+		}
+		if err := s.write(ctx, ps, u, extra); err != nil {
+			if !errors.Is(err, dedupe.ErrFenced) {
+				ps.retry = u
+			}
 			return nil, err
 		}
 	}
@@ -280,9 +574,10 @@ func (s *Store) Mark(ctx context.Context, p dedupe.Partition, key, marker string
 	}
 	defer ps.mu.Unlock()
 	now := s.opts.Now().UnixNano()
+	ps.retry = nil
 	e, _ := s.live(ps, key, now)
-	if slices.Contains(e.markers, marker) {
-		return nil
+	if e.done || slices.Contains(e.markers, marker) {
+		return nil // a done key keeps no markers: it is never handed out again
 	}
 	e.markers = append(slices.Clip(e.markers), marker) // a new array: the stored one is shared
 	e.expires = now + int64(s.opts.Retention)
@@ -291,7 +586,10 @@ func (s *Store) Mark(ctx context.Context, p dedupe.Partition, key, marker string
 	return s.write(ctx, ps, u, nil)
 }
 
-// Done marks keys done and writes them in one produce round.
+// Done marks keys done and writes them in one produce round: one record
+// holding the 128-bit hashes of all of them (a key done needs nothing but
+// its hash and its expiry), and a tombstone for each key that had a record
+// of its own (attempts or markers), which the hash now replaces.
 func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -301,24 +599,43 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		return err
 	}
 	defer ps.mu.Unlock()
+	ps.retry = nil
 	now := s.opts.Now().UnixNano()
-	u := newUpdates(len(keys))
-	for _, k := range keys {
-		if _, dup := u.get(k); dup {
-			continue
-		}
-		e, ok := s.live(ps, k, now)
-		if ok && e.done {
-			continue
-		}
-		e.done = true
-		e.expires = now + int64(s.opts.Retention)
-		u.set(k, e)
+	expires := now + int64(s.opts.Retention)
+	hs := make([]keyHash, 0, len(keys))
+	var extra []*kgo.Record
+	var seen map[keyHash]struct{}
+	if len(keys) > 1 {
+		seen = make(map[keyHash]struct{}, len(keys))
 	}
-	if len(u.keys) == 0 {
+	for _, k := range keys {
+		h := hashKey(k)
+		if _, dup := seen[h]; dup {
+			continue
+		}
+		if seen != nil {
+			seen[h] = struct{}{}
+		}
+		if exp, ok := ps.done[h]; ok && exp.live(now) {
+			continue
+		}
+		if _, ok := ps.m[k]; ok {
+			extra = append(extra, ps.tombstone(recordKey(k)))
+		}
+		hs = append(hs, h)
+	}
+	if len(hs) == 0 {
 		return nil
 	}
-	return s.write(ctx, ps, u, nil)
+	ps.seq++
+	key := donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)
+	extra = append(extra, &kgo.Record{
+		Topic:     ps.changelog,
+		Partition: ps.p.Partition,
+		Key:       []byte(key),
+		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
+	})
+	return s.write(ctx, ps, nil, extra)
 }
 
 // Release drops p's entries from memory; the changelog keeps them.
@@ -398,14 +715,42 @@ func (ps *partition) drop() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.released = true
-	ps.m, ps.pending = nil, nil
+	ps.m, ps.done, ps.pending, ps.batches, ps.dropBatches, ps.retry = nil, nil, nil, nil, nil, nil
+	ps.begun, ps.begunRecs = nil, nil
 }
 
 // live returns key's entry unless it is absent or expired; an expired entry
-// is dropped and its record queued for deletion. Called with ps.mu held.
+// is dropped and its record queued for deletion. A done key is returned
+// with Done and its expiry only. Called with ps.mu held.
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
+	var h keyHash
+	if len(ps.done) > 0 || len(ps.begun) > 0 {
+		h = hashKey(key)
+	}
+	return s.liveHashed(ps, key, h, now)
+}
+
+// liveHashed is live for a key whose hash the caller has (or whose hash
+// is not needed: the zero hash while done and begun are empty).
+func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
+	if len(ps.done) > 0 {
+		if exp, ok := ps.done[h]; ok {
+			if exp.live(now) {
+				return entry{done: true, expires: exp.nanos()}, true
+			}
+			delete(ps.done, h)
+			s.expired.Add(1)
+		}
+	}
 	e, ok := ps.m[key]
 	if !ok {
+		if rec := ps.begun[h]; rec != nil && len(ps.begun) > 0 {
+			if rec.expires == 0 || rec.expires > now {
+				return entry{attempts: 1, expires: rec.expires}, true
+			}
+			ps.unbegin(h)
+			s.expired.Add(1)
+		}
 		return entry{}, false
 	}
 	if e.expires != 0 && e.expires <= now {
@@ -421,7 +766,7 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 // the last sweep, queueing their records for deletion. Called with ps.mu
 // held.
 func (s *Store) sweep(ps *partition, now int64) {
-	if len(ps.m) < ps.sweepAt {
+	if len(ps.m)+len(ps.done) < ps.sweepAt {
 		return
 	}
 	for k, e := range ps.m {
@@ -431,19 +776,40 @@ func (s *Store) sweep(ps *partition, now int64) {
 			s.expired.Add(1)
 		}
 	}
-	ps.sweepAt = max(minSweep, 2*len(ps.m))
+	for h, exp := range ps.done {
+		if !exp.live(now) {
+			delete(ps.done, h)
+			s.expired.Add(1)
+		}
+	}
+	for _, rec := range ps.begunRecs {
+		if rec.expires != 0 && rec.expires <= now {
+			ps.forgetBegun(rec)
+			ps.dropBatches[rec.key] = struct{}{}
+		}
+	}
+	for k, exp := range ps.batches {
+		if exp != 0 && exp <= now {
+			delete(ps.batches, k)
+			ps.dropBatches[k] = struct{}{}
+		}
+	}
+	ps.sweepAt = max(minSweep, 2*(len(ps.m)+len(ps.done)))
 }
 
 // updates are the new entries of one call, in the order of their keys'
 // first appearance.
 type updates struct {
-	keys []string
-	at   map[string]int
-	es   []entry
+	asked  []string            // the keys of the call, for Begin's retry
+	firsts []keyHash           // Begin's keys begun for the first time: written in one begun record
+	first  map[string]struct{} // the same keys: no record of their own
+	keys   []string
+	at     map[string]int
+	es     []entry
 }
 
 func newUpdates(n int) *updates {
-	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n)}
+	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n), first: map[string]struct{}{}}
 }
 
 func (u *updates) get(k string) (entry, bool) {
@@ -494,18 +860,29 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 				continue
 			}
 		}
-		if e, ok := s.live(ps, k, now); ok {
+		if e, ok := s.live(ps, k, now); ok && !e.done {
 			recs = append(recs, ps.record(k, e))
 			repairs = append(repairs, repair{k, false})
 		} else {
+			// Gone, or done: the hash holds it, its record goes.
 			recs = append(recs, ps.tombstone(recordKey(k)))
 			repairs = append(repairs, repair{k, true})
 		}
 	}
+	var dropped []string
+	for k := range ps.dropBatches {
+		if len(repairs)+len(dropped) >= maxRepairs {
+			break
+		}
+		recs = append(recs, ps.tombstone([]byte(k)))
+		dropped = append(dropped, k)
+	}
 	recs = append(recs, extra...)
 	if u != nil {
 		for i, k := range u.keys {
-			recs = append(recs, ps.record(k, u.es[i]))
+			if _, first := u.first[k]; !first {
+				recs = append(recs, ps.record(k, u.es[i]))
+			}
 		}
 	}
 	if len(recs) == 0 {
@@ -524,8 +901,25 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 		for _, r := range repairs {
 			delete(ps.pending, r.key)
 		}
+		for _, k := range dropped {
+			delete(ps.dropBatches, k)
+			delete(ps.batches, k)
+		}
+		for _, r := range extra {
+			if kind := hashSetKind(r.Key); kind != 0 && r.Value != nil {
+				s.foldHashes(ps, r, kind, now, true)
+			} else {
+				s.fold(ps, r, now, nil)
+			}
+		}
 		if u != nil {
 			for i, k := range u.keys {
+				if _, first := u.first[k]; first {
+					continue // folded from the begun record above
+				}
+				if len(ps.begun) > 0 {
+					ps.unbegin(hashKey(k))
+				}
 				ps.m[k] = u.es[i]
 				delete(ps.pending, k)
 			}
