@@ -402,8 +402,10 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 	rec := &begunRec{key: k, expires: expires}
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
-		if exp, done := ps.done[h]; !own && done && exp.live(now) {
-			return
+		if !own && !ps.notDone(h) {
+			if exp, done := ps.done[h]; done && exp.live(now) {
+				return
+			}
 		}
 		ps.unbegin(h)
 		ps.begun[h] = rec

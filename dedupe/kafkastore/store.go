@@ -2,6 +2,7 @@ package kafkastore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -58,10 +59,17 @@ type partition struct {
 	void    map[int64]struct{} // offsets of claims that do not count: records under them are ignored
 	next    int64              // the offset after the last changelog record folded into m
 
-	m       map[string]entry    // the live entries not done: attempts and markers
-	done    map[keyHash]expSec  // the keys done, by hash: their expiry and nothing else
-	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
-	sweepAt int                 // sweep m and done for expired entries when they reach this size
+	m    map[string]entry   // the live entries not done: attempts and markers
+	done map[keyHash]expSec // the keys done, by hash: their expiry and nothing else
+	// The hashes in done that end as the partition's fallback keys do
+	// (offFNV) hold an offset in their first 8 bytes, none above
+	// offDoneMax (when offDone): a fallback key above it is not done,
+	// known without a probe of the large done map.
+	offFNV     uint64
+	offDone    bool
+	offDoneMax uint64
+	pending    map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
+	sweepAt    int                 // sweep m and done for expired entries when they reach this size
 
 	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
 	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
@@ -128,9 +136,24 @@ func (ps *partition) stale(epoch int64) bool {
 // setDone records the hash of a key done until expires.
 func (ps *partition) setDone(h keyHash, expires int64) {
 	e := toExpSec(expires)
+	if binary.BigEndian.Uint64(h[8:]) == ps.offFNV {
+		if o := binary.BigEndian.Uint64(h[:8]); !ps.offDone || o > ps.offDoneMax {
+			ps.offDone, ps.offDoneMax = true, o
+			ps.done[h] = e // above every offset done: not in done yet
+			return
+		}
+	}
 	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
 		ps.done[h] = e
 	}
+}
+
+// notDone reports whether h is surely not in done: a fallback key of the
+// partition above every such key done. Offsets come in increasing order,
+// so a batch of first deliveries is answered without touching done.
+func (ps *partition) notDone(h keyHash) bool {
+	return len(ps.done) == 0 || (binary.BigEndian.Uint64(h[8:]) == ps.offFNV &&
+		(!ps.offDone || binary.BigEndian.Uint64(h[:8]) > ps.offDoneMax))
 }
 
 // expSec is a done key's expiry in whole Unix seconds, rounded up (0: no
@@ -219,7 +242,9 @@ const maxClaims = 5
 
 // newPartition returns the empty state of p, whose changelog is changelog.
 func newPartition(p dedupe.Partition, changelog string) *partition {
+	off, _ := offsetHash(dedupe.OffsetKey(p.Topic, p.Partition, 0))
 	return &partition{
+		offFNV:      binary.BigEndian.Uint64(off[8:]),
 		p:           p,
 		changelog:   changelog,
 		void:        make(map[int64]struct{}),
@@ -616,8 +641,10 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		if seen != nil {
 			seen[h] = struct{}{}
 		}
-		if exp, ok := ps.done[h]; ok && exp.live(now) {
-			continue
+		if !ps.notDone(h) {
+			if exp, ok := ps.done[h]; ok && exp.live(now) {
+				continue
+			}
 		}
 		if _, ok := ps.m[k]; ok {
 			extra = append(extra, ps.tombstone(recordKey(k)))
@@ -733,7 +760,7 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 // liveHashed is live for a key whose hash the caller has (or whose hash
 // is not needed: the zero hash while done and begun are empty).
 func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
-	if len(ps.done) > 0 {
+	if !ps.notDone(h) {
 		if exp, ok := ps.done[h]; ok {
 			if exp.live(now) {
 				return entry{done: true, expires: exp.nanos()}, true
