@@ -546,8 +546,7 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 				// Begun for the first time: its hash goes in the call's
 				// begun record, not a record of its own.
 				u.firsts = append(u.firsts, h)
-				u.set(k, entry{attempts: 1, expires: expires})
-				u.first[k] = struct{}{}
+				u.first[u.set(k, entry{attempts: 1, expires: expires})] = true
 				continue
 			}
 			e.attempts++
@@ -827,16 +826,16 @@ func (s *Store) sweep(ps *partition, now int64) {
 // updates are the new entries of one call, in the order of their keys'
 // first appearance.
 type updates struct {
-	asked  []string            // the keys of the call, for Begin's retry
-	firsts []keyHash           // Begin's keys begun for the first time: written in one begun record
-	first  map[string]struct{} // the same keys: no record of their own
+	asked  []string  // the keys of the call, for Begin's retry
+	firsts []keyHash // Begin's keys begun for the first time: written in one begun record
 	keys   []string
+	first  []bool // keys[i] is one of firsts: no record of its own
 	at     map[string]int
 	es     []entry
 }
 
 func newUpdates(n int) *updates {
-	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n), first: map[string]struct{}{}}
+	return &updates{keys: make([]string, 0, n), first: make([]bool, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n)}
 }
 
 func (u *updates) get(k string) (entry, bool) {
@@ -846,14 +845,17 @@ func (u *updates) get(k string) (entry, bool) {
 	return entry{}, false
 }
 
-func (u *updates) set(k string, e entry) {
+// set sets k's new entry and returns its index in keys.
+func (u *updates) set(k string, e entry) int {
 	if i, ok := u.at[k]; ok {
 		u.es[i] = e
-		return
+		return i
 	}
 	u.at[k] = len(u.keys)
 	u.keys = append(u.keys, k)
+	u.first = append(u.first, false)
 	u.es = append(u.es, e)
+	return len(u.keys) - 1
 }
 
 // write produces, in one round, the records of u, up to maxRepairs pending
@@ -907,7 +909,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 	recs = append(recs, extra...)
 	if u != nil {
 		for i, k := range u.keys {
-			if _, first := u.first[k]; !first {
+			if !u.first[i] {
 				recs = append(recs, ps.record(k, u.es[i]))
 			}
 		}
@@ -941,7 +943,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 		}
 		if u != nil {
 			for i, k := range u.keys {
-				if _, first := u.first[k]; first {
+				if u.first[i] {
 					continue // folded from the begun record above
 				}
 				if len(ps.begun) > 0 {
