@@ -45,3 +45,25 @@ func TestNotDoneNeverHidesADoneKey(t *testing.T) {
 		t.Fatal("another kind of key reported not done without a look")
 	}
 }
+
+// TestPartitionHashIsHashKey guards the partition's shortcut for its own
+// fallback keys: it must give every key the hash hashKey gives it, which
+// is what the changelog holds.
+func TestPartitionHashIsHashKey(t *testing.T) {
+	p := dedupe.Partition{Topic: "orders", Partition: 12}
+	ps := newPartition(p, "changelog")
+	prefix := dedupe.OffsetKey(p.Topic, p.Partition, 0)
+	prefix = prefix[:len(prefix)-1]
+	keys := []string{"", "k", "order-42", prefix, prefix + "-1", prefix + "007", prefix + "1/2", prefix + "x",
+		prefix + "9223372036854775807", prefix + "9223372036854775808", prefix[1:] + "5",
+		dedupe.OffsetKey(p.Topic, p.Partition+1, 5), dedupe.OffsetKey(p.Topic+"x", p.Partition, 5),
+		dedupe.OffsetKey("orders/1", 2, 5)}
+	for o := range int64(300) {
+		keys = append(keys, dedupe.OffsetKey(p.Topic, p.Partition, o*7919))
+	}
+	for _, k := range keys {
+		if got, want := ps.hash(k), hashKey(k); got != want {
+			t.Errorf("hash(%q) = %x, hashKey gives %x", k, got, want)
+		}
+	}
+}

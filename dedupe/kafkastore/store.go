@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/dedupe"
+	"github.com/kbatch/kbatch/internal/offkey"
 )
 
 // Store is the Kafka dedupe store. It is safe for concurrent use; see the
@@ -65,6 +66,7 @@ type partition struct {
 	// (offFNV) hold an offset in their first 8 bytes, none above
 	// offDoneMax (when offDone): a fallback key above it is not done,
 	// known without a probe of the large done map.
+	offPrefix  string // the partition's fallback keys up to the offset
 	offFNV     uint64
 	offDone    bool
 	offDoneMax uint64
@@ -146,6 +148,20 @@ func (ps *partition) setDone(h keyHash, expires int64) {
 	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
 		ps.done[h] = e
 	}
+}
+
+// hash is hashKey(key), the partition's own fallback keys spelt out
+// without hashing their topic and partition again.
+func (ps *partition) hash(key string) keyHash {
+	if len(key) > len(ps.offPrefix) && key[:len(ps.offPrefix)] == ps.offPrefix {
+		if o, ok := offkey.ParseDigits(key[len(ps.offPrefix):]); ok {
+			var h keyHash
+			binary.BigEndian.PutUint64(h[0:8], uint64(o))
+			binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
+			return h
+		}
+	}
+	return hashKey(key)
 }
 
 // notDone reports whether h is surely not in done: a fallback key of the
@@ -242,8 +258,10 @@ const maxClaims = 5
 
 // newPartition returns the empty state of p, whose changelog is changelog.
 func newPartition(p dedupe.Partition, changelog string) *partition {
-	off, _ := offsetHash(dedupe.OffsetKey(p.Topic, p.Partition, 0))
+	key0 := dedupe.OffsetKey(p.Topic, p.Partition, 0)
+	off, _ := offsetHash(key0)
 	return &partition{
+		offPrefix:   key0[:len(key0)-1],
 		offFNV:      binary.BigEndian.Uint64(off[8:]),
 		p:           p,
 		changelog:   changelog,
@@ -537,7 +555,7 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 			if _, dup := u.get(k); dup {
 				continue
 			}
-			h := hashKey(k)
+			h := ps.hash(k)
 			e, ok := s.liveHashed(ps, k, h, now)
 			if ok && e.done {
 				continue
@@ -633,7 +651,7 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		seen = make(map[keyHash]struct{}, len(keys))
 	}
 	for _, k := range keys {
-		h := hashKey(k)
+		h := ps.hash(k)
 		if _, dup := seen[h]; dup {
 			continue
 		}
@@ -751,7 +769,7 @@ func (ps *partition) drop() {
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	var h keyHash
 	if len(ps.done) > 0 || len(ps.begun) > 0 {
-		h = hashKey(key)
+		h = ps.hash(key)
 	}
 	return s.liveHashed(ps, key, h, now)
 }
@@ -947,7 +965,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 					continue // folded from the begun record above
 				}
 				if len(ps.begun) > 0 {
-					ps.unbegin(hashKey(k))
+					ps.unbegin(ps.hash(k))
 				}
 				ps.m[k] = u.es[i]
 				delete(ps.pending, k)
