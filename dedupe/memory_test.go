@@ -281,3 +281,41 @@ func TestMemoryFallbackKeysInSpans(t *testing.T) {
 		t.Errorf("with MaxKeys 4: %+v, want evictions and at most 4 spans held", st)
 	}
 }
+
+// BenchmarkMemoryFallbackBatch measures the gate's three calls (Lookup,
+// Begin, Done) per batch of 1000 records without an idempotency key, whose
+// fallback keys follow each other in offset order, as on a partition.
+func BenchmarkMemoryFallbackBatch(b *testing.B) {
+	const batch = 1000
+	ctx := context.Background()
+	m := dedupe.NewMemory(dedupe.MemoryOptions{})
+	p := dedupe.Partition{Topic: "bench-topic", Partition: 3}
+	if err := m.Assign(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, batch)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		for j := range keys {
+			keys[j] = dedupe.OffsetKey(p.Topic, p.Partition, int64(n*batch+j))
+		}
+		n++
+		b.StartTimer()
+		if _, err := m.Lookup(ctx, p, keys); err != nil {
+			b.Fatal(err)
+		}
+		es, err := m.Begin(ctx, p, keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if es[0].Done || es[0].Attempts != 1 {
+			b.Fatalf("a new key: %+v", es[0])
+		}
+		if err := m.Done(ctx, p, keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
+}

@@ -2,8 +2,9 @@ package dedupe
 
 import (
 	"sort"
-	"strconv"
 	"time"
+
+	"github.com/kbatch/kbatch/internal/offkey"
 )
 
 // offsetSpans holds fallback keys (OffsetKey) of one partition without a
@@ -23,8 +24,17 @@ type offsetSpan struct {
 	written time.Time
 }
 
-// find returns the index of the span holding o, or -1.
+// find returns the index of the span holding o, or -1. Offsets mostly come
+// in increasing order: one past the last span, or in it, is answered
+// without a search.
 func (ss *offsetSpans) find(o int64) int {
+	n := len(ss.s)
+	if n == 0 || o > ss.s[n-1].hi {
+		return -1
+	}
+	if o >= ss.s[n-1].lo {
+		return n - 1
+	}
 	i := sort.Search(len(ss.s), func(i int) bool { return ss.s[i].hi >= o })
 	if i < len(ss.s) && ss.s[i].lo <= o {
 		return i
@@ -93,10 +103,5 @@ func offsetOf(key, prefix string) (int64, bool) {
 	if len(key) <= len(prefix) || key[:len(prefix)] != prefix {
 		return 0, false
 	}
-	digits := key[len(prefix):]
-	if digits[0] < '0' || digits[0] > '9' || (digits[0] == '0' && len(digits) > 1) {
-		return 0, false // only the canonical spelling OffsetKey writes
-	}
-	o, err := strconv.ParseInt(digits, 10, 64)
-	return o, err == nil
+	return offkey.ParseDigits(key[len(prefix):]) // only the canonical spelling OffsetKey writes
 }

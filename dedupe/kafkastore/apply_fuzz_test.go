@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // FuzzApplyChangelogRecord states what folding one changelog record into a
@@ -32,7 +34,8 @@ func FuzzApplyChangelogRecord(f *testing.F) {
 		}
 		s := &Store{opts: Options{Brokers: []string{"x"}, Group: "g"}.withDefaults()}
 		const cur = 5
-		ps := &partition{cur: cur, m: map[string]entry{}, pending: map[string]struct{}{}}
+		ps := newPartition(dedupe.Partition{Topic: "t"}, "t.kbatch-dedupe")
+		ps.cur = cur
 		r := &kgo.Record{Key: key, Value: value, Offset: offset}
 		if tombstone {
 			r.Value = nil
@@ -67,6 +70,16 @@ func FuzzApplyChangelogRecord(f *testing.F) {
 		epoch, want, err := decodeEntry(r.Value)
 		if err != nil {
 			t.Fatalf("value %x was applied but does not decode: %v", r.Value, err)
+		}
+		if want.done {
+			// A done key keeps its hash and expiry only.
+			if _, ok := ps.done[ps.hash(k)]; !ok || ps.notDone(ps.hash(k)) {
+				t.Fatalf("done entry of %q (epoch %d) not applied as done", k, epoch)
+			}
+			if _, ok := ps.m[k]; ok {
+				t.Fatalf("done entry of %q (epoch %d) left in the map", k, epoch)
+			}
+			return
 		}
 		got, ok := ps.m[k]
 		if !ok || got.attempts != want.attempts || got.done != want.done || got.expires != want.expires || len(got.markers) != len(want.markers) {

@@ -332,14 +332,14 @@ func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]
 		// earlier version, or by this one's Mark of a done key).
 		delete(ps.m, key)
 		ps.pending[key] = struct{}{} // its record goes: the hash says done
-		h := hashKey(key)
+		h := ps.hash(key)
 		ps.unbegin(h)
 		ps.setDone(h, e.expires)
 		s.bound(ps)
 		return
 	}
 	if len(ps.begun) > 0 {
-		ps.unbegin(hashKey(key)) // its own record holds it now
+		ps.unbegin(ps.hash(key)) // its own record holds it now
 	}
 	ps.m[key] = e
 	delete(ps.pending, key)
@@ -402,8 +402,10 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 	rec := &begunRec{key: k, expires: expires}
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
-		if exp, done := ps.done[h]; !own && done && exp.live(now) {
-			return
+		if !own && !ps.notDone(h) {
+			if exp, done := ps.done[h]; done && exp.live(now) {
+				return
+			}
 		}
 		ps.unbegin(h)
 		ps.begun[h] = rec

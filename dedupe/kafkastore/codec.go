@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbatch/kbatch/dedupe"
+	"github.com/kbatch/kbatch/internal/offkey"
 )
 
 // The changelog's record layout.
@@ -243,11 +244,8 @@ func hashKey(key string) keyHash {
 func offsetHash(key string) (keyHash, bool) {
 	slash := strings.LastIndexByte(key, '/')
 	digits := key[slash+1:]
-	if slash < 0 || digits == "" || digits[0] < '0' || digits[0] > '9' || (digits[0] == '0' && len(digits) > 1) {
-		return keyHash{}, false
-	}
-	o, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil {
+	o, ok := offkey.ParseDigits(digits)
+	if slash < 0 || !ok {
 		return keyHash{}, false
 	}
 	var h keyHash

@@ -511,6 +511,17 @@ func TestOldClaimsAndExpiredEntriesAreDeleted(t *testing.T) {
 // round to the changelog (acks=all), against the test broker (kfake unless
 // KAFKA_BROKERS is set).
 func BenchmarkKafkaBeginDone(b *testing.B) {
+	benchKafkaBatches(b, false)
+}
+
+// BenchmarkKafkaFallbackBatch is BenchmarkKafkaBeginDone with the gate's
+// Lookup and the fallback keys of records without an idempotency key, in
+// offset order, as the bench's records have.
+func BenchmarkKafkaFallbackBatch(b *testing.B) {
+	benchKafkaBatches(b, true)
+}
+
+func benchKafkaBatches(b *testing.B, fallback bool) {
 	const batch = 500
 	brokers := kafkatest.Brokers(b)
 	input := kafkatest.NewTopic(b, 1)
@@ -527,9 +538,18 @@ func BenchmarkKafkaBeginDone(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for j := range keys {
-			keys[j] = "key-" + strconv.Itoa(n*batch+j)
+			if fallback {
+				keys[j] = dedupe.OffsetKey(p.Topic, p.Partition, int64(n*batch+j))
+			} else {
+				keys[j] = "key-" + strconv.Itoa(n*batch+j)
+			}
 		}
 		n++
+		if fallback {
+			if _, err := s.Lookup(ctx, p, keys); err != nil {
+				b.Fatal(err)
+			}
+		}
 		if _, err := s.Begin(ctx, p, keys); err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package kafkastore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/dedupe"
+	"github.com/kbatch/kbatch/internal/offkey"
 )
 
 // Store is the Kafka dedupe store. It is safe for concurrent use; see the
@@ -58,10 +60,18 @@ type partition struct {
 	void    map[int64]struct{} // offsets of claims that do not count: records under them are ignored
 	next    int64              // the offset after the last changelog record folded into m
 
-	m       map[string]entry    // the live entries not done: attempts and markers
-	done    map[keyHash]expSec  // the keys done, by hash: their expiry and nothing else
-	pending map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
-	sweepAt int                 // sweep m and done for expired entries when they reach this size
+	m    map[string]entry   // the live entries not done: attempts and markers
+	done map[keyHash]expSec // the keys done, by hash: their expiry and nothing else
+	// The hashes in done that end as the partition's fallback keys do
+	// (offFNV) hold an offset in their first 8 bytes, none above
+	// offDoneMax (when offDone): a fallback key above it is not done,
+	// known without a probe of the large done map.
+	offPrefix  string // the partition's fallback keys up to the offset
+	offFNV     uint64
+	offDone    bool
+	offDoneMax uint64
+	pending    map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
+	sweepAt    int                 // sweep m and done for expired entries when they reach this size
 
 	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
 	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
@@ -128,9 +138,38 @@ func (ps *partition) stale(epoch int64) bool {
 // setDone records the hash of a key done until expires.
 func (ps *partition) setDone(h keyHash, expires int64) {
 	e := toExpSec(expires)
+	if binary.BigEndian.Uint64(h[8:]) == ps.offFNV {
+		if o := binary.BigEndian.Uint64(h[:8]); !ps.offDone || o > ps.offDoneMax {
+			ps.offDone, ps.offDoneMax = true, o
+			ps.done[h] = e // above every offset done: not in done yet
+			return
+		}
+	}
 	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
 		ps.done[h] = e
 	}
+}
+
+// hash is hashKey(key), the partition's own fallback keys spelt out
+// without hashing their topic and partition again.
+func (ps *partition) hash(key string) keyHash {
+	if len(key) > len(ps.offPrefix) && key[:len(ps.offPrefix)] == ps.offPrefix {
+		if o, ok := offkey.ParseDigits(key[len(ps.offPrefix):]); ok {
+			var h keyHash
+			binary.BigEndian.PutUint64(h[0:8], uint64(o))
+			binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
+			return h
+		}
+	}
+	return hashKey(key)
+}
+
+// notDone reports whether h is surely not in done: a fallback key of the
+// partition above every such key done. Offsets come in increasing order,
+// so a batch of first deliveries is answered without touching done.
+func (ps *partition) notDone(h keyHash) bool {
+	return len(ps.done) == 0 || (binary.BigEndian.Uint64(h[8:]) == ps.offFNV &&
+		(!ps.offDone || binary.BigEndian.Uint64(h[:8]) > ps.offDoneMax))
 }
 
 // expSec is a done key's expiry in whole Unix seconds, rounded up (0: no
@@ -219,7 +258,11 @@ const maxClaims = 5
 
 // newPartition returns the empty state of p, whose changelog is changelog.
 func newPartition(p dedupe.Partition, changelog string) *partition {
+	key0 := dedupe.OffsetKey(p.Topic, p.Partition, 0)
+	off, _ := offsetHash(key0)
 	return &partition{
+		offPrefix:   key0[:len(key0)-1],
+		offFNV:      binary.BigEndian.Uint64(off[8:]),
 		p:           p,
 		changelog:   changelog,
 		void:        make(map[int64]struct{}),
@@ -512,7 +555,7 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 			if _, dup := u.get(k); dup {
 				continue
 			}
-			h := hashKey(k)
+			h := ps.hash(k)
 			e, ok := s.liveHashed(ps, k, h, now)
 			if ok && e.done {
 				continue
@@ -521,8 +564,7 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 				// Begun for the first time: its hash goes in the call's
 				// begun record, not a record of its own.
 				u.firsts = append(u.firsts, h)
-				u.set(k, entry{attempts: 1, expires: expires})
-				u.first[k] = struct{}{}
+				u.first[u.set(k, entry{attempts: 1, expires: expires})] = true
 				continue
 			}
 			e.attempts++
@@ -609,15 +651,17 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		seen = make(map[keyHash]struct{}, len(keys))
 	}
 	for _, k := range keys {
-		h := hashKey(k)
+		h := ps.hash(k)
 		if _, dup := seen[h]; dup {
 			continue
 		}
 		if seen != nil {
 			seen[h] = struct{}{}
 		}
-		if exp, ok := ps.done[h]; ok && exp.live(now) {
-			continue
+		if !ps.notDone(h) {
+			if exp, ok := ps.done[h]; ok && exp.live(now) {
+				continue
+			}
 		}
 		if _, ok := ps.m[k]; ok {
 			extra = append(extra, ps.tombstone(recordKey(k)))
@@ -725,7 +769,7 @@ func (ps *partition) drop() {
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	var h keyHash
 	if len(ps.done) > 0 || len(ps.begun) > 0 {
-		h = hashKey(key)
+		h = ps.hash(key)
 	}
 	return s.liveHashed(ps, key, h, now)
 }
@@ -733,7 +777,7 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 // liveHashed is live for a key whose hash the caller has (or whose hash
 // is not needed: the zero hash while done and begun are empty).
 func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
-	if len(ps.done) > 0 {
+	if !ps.notDone(h) {
 		if exp, ok := ps.done[h]; ok {
 			if exp.live(now) {
 				return entry{done: true, expires: exp.nanos()}, true
@@ -800,16 +844,16 @@ func (s *Store) sweep(ps *partition, now int64) {
 // updates are the new entries of one call, in the order of their keys'
 // first appearance.
 type updates struct {
-	asked  []string            // the keys of the call, for Begin's retry
-	firsts []keyHash           // Begin's keys begun for the first time: written in one begun record
-	first  map[string]struct{} // the same keys: no record of their own
+	asked  []string  // the keys of the call, for Begin's retry
+	firsts []keyHash // Begin's keys begun for the first time: written in one begun record
 	keys   []string
+	first  []bool // keys[i] is one of firsts: no record of its own
 	at     map[string]int
 	es     []entry
 }
 
 func newUpdates(n int) *updates {
-	return &updates{keys: make([]string, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n), first: map[string]struct{}{}}
+	return &updates{keys: make([]string, 0, n), first: make([]bool, 0, n), at: make(map[string]int, n), es: make([]entry, 0, n)}
 }
 
 func (u *updates) get(k string) (entry, bool) {
@@ -819,14 +863,17 @@ func (u *updates) get(k string) (entry, bool) {
 	return entry{}, false
 }
 
-func (u *updates) set(k string, e entry) {
+// set sets k's new entry and returns its index in keys.
+func (u *updates) set(k string, e entry) int {
 	if i, ok := u.at[k]; ok {
 		u.es[i] = e
-		return
+		return i
 	}
 	u.at[k] = len(u.keys)
 	u.keys = append(u.keys, k)
+	u.first = append(u.first, false)
 	u.es = append(u.es, e)
+	return len(u.keys) - 1
 }
 
 // write produces, in one round, the records of u, up to maxRepairs pending
@@ -880,7 +927,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 	recs = append(recs, extra...)
 	if u != nil {
 		for i, k := range u.keys {
-			if _, first := u.first[k]; !first {
+			if !u.first[i] {
 				recs = append(recs, ps.record(k, u.es[i]))
 			}
 		}
@@ -914,11 +961,11 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 		}
 		if u != nil {
 			for i, k := range u.keys {
-				if _, first := u.first[k]; first {
+				if u.first[i] {
 					continue // folded from the begun record above
 				}
 				if len(ps.begun) > 0 {
-					ps.unbegin(hashKey(k))
+					ps.unbegin(ps.hash(k))
 				}
 				ps.m[k] = u.es[i]
 				delete(ps.pending, k)
