@@ -22,6 +22,7 @@ import (
 func (c *Consumer) commit(ctx context.Context, offs map[offsets.Partition]offsets.Offset) (map[offsets.Partition]error, error) {
 	start := time.Now()
 	defer func() { c.hist.commit.observe(time.Since(start).Seconds()) }()
+	c.commitSession.Store(c.sessions.Load())
 	perr, err := c.commitOnce(ctx, offs)
 	if err != nil || len(perr) == 0 {
 		return perr, err

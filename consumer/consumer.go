@@ -59,6 +59,15 @@ type Consumer struct {
 
 	starts startOffsets // offsets from Config.StartOffsets until kgo fetched theirs (start.go)
 
+	// sessions counts onAssigned calls (one per group session);
+	// commitSession is its value when the last commit was sent, so that
+	// onFenced knows whether the session kgo rejoined for already began
+	// (rebalance.go). restarts tracks the goroutines that start fenced
+	// partitions again outside a session.
+	sessions      atomic.Int64
+	commitSession atomic.Int64
+	restarts      sync.WaitGroup
+
 	// handlerGoroutines maps the goroutine id of each running worker to it,
 	// so that Close knows when a handler calls it.
 	handlerGoroutines sync.Map
@@ -288,6 +297,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	<-committerDone
 	c.stopAllWorkers() // anything left (e.g. after a lost session)
 	c.hardCancel()
+	c.restarts.Wait()
+	c.stopAllWorkers() // a fenced partition restarted meanwhile
 	ws := c.liveWorkers()
 	if !c.waitWorkers(ws, abandonAfter) {
 		c.abandon(ws)

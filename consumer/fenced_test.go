@@ -127,3 +127,40 @@ func TestFencedCommitStopsThenRestartsThePartitions(t *testing.T) {
 	}
 	t.Logf("fenced generation %d; %d batches, %d records handled again", fencedGen, batches.Load(), dups)
 }
+
+// Guards the restart of a fenced partition when kgo began the group's next
+// session before the refused commit's answer came back: that session's
+// onAssigned found nothing to restart, and no other session may ever come,
+// so the partition stayed stopped for ever (seen as a rare timeout of the
+// fenced tests). The order is forced here: the member's session count is
+// ahead of the one the commit was sent in when onFenced runs.
+func TestFencedAfterTheNextSessionBeganRestartsAtOnce(t *testing.T) {
+	const n, parts = 8000, 2
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, parts)
+	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 20, MaxWait: 20 * time.Millisecond}
+	l := newLedger()
+	m := startMember(t, cfg, func(ctx context.Context, b *Batch) error {
+		l.add(b)
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "some records handled", func() bool { return l.distinct.Load() >= 500 })
+
+	c := m.c
+	tp := offsets.Partition{Topic: topic, Partition: 0}
+	c.commitSession.Store(c.sessions.Load() - 1) // the commit went out in the session before
+	c.onFenced([]offsets.Fenced{{Partition: tp, Resume: -1}})
+
+	waitUntil(t, 30*time.Second, "every record handled after the fence", func() bool { return l.distinct.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if lost, _, _ := l.check(kafkatest.EndOffsets(t, brokers, topic)); lost != 0 {
+		t.Fatalf("lost %d records", lost)
+	}
+}

@@ -20,6 +20,7 @@ import (
 // every worker it starts carries the session's fencing token.
 func (c *Consumer) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	c.stats.rebalances.Add(1)
+	c.sessions.Add(1)
 	token := assignToken(cl)
 	restart := c.fencedToRestart(assigned)
 	starts, ok := c.askStartOffsets(ctx, token, append(partitionsOf(assigned), restart...))
@@ -126,11 +127,16 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 // the group on such an error, and if the new session leaves the partition
 // with this member, onAssigned (called for every session) starts it again
 // there. If the session moves it elsewhere, onRevoked or onLost drops it.
+// kgo may begin that session (and call onAssigned) before the refused
+// commit's answer reaches this callback: when a session began after the
+// commit was sent, the partitions still owned are started again at once
+// (restartFencedNow) instead of waiting for a session that may never come.
 // A partition no longer owned (its commit on revoke was the one fenced) is
 // left alone: it must never come back unless assigned again.
 // It runs with the offsets manager's commit lock held.
 func (c *Consumer) onFenced(fs []offsets.Fenced) {
 	tps := make([]offsets.Partition, 0, len(fs))
+	var ws []*worker
 	c.mu.Lock()
 	for _, f := range fs {
 		w := c.workers[f.Partition]
@@ -142,18 +148,51 @@ func (c *Consumer) onFenced(fs []offsets.Fenced) {
 		if resume < 0 {
 			resume = w.first.Load() // records queued, none begun yet
 		}
+		// Recorded and detached in one hold of c.mu, so that a session
+		// starting the partition again never has its new worker detached.
 		c.fenced[f.Partition] = resume
+		ws = append(ws, w)
+		delete(c.workers, f.Partition)
+		c.flow.remove(w.fp)
 	}
+	c.nparts.Store(int64(len(c.workers)))
 	c.mu.Unlock()
 	if len(tps) == 0 {
 		return
 	}
-	ws := c.detach(tps)
 	for _, w := range ws {
 		w.cancel()
 	}
 	c.cl.PauseFetchPartitions(byTopic(tps))
+	if c.sessions.Load() != c.commitSession.Load() {
+		c.cfg.Logger.Warn("kbatch: commit fenced after the group's next session began, starting the partitions again", "partitions", tps)
+		c.restarts.Add(1)
+		go func() {
+			defer c.restarts.Done()
+			c.restartFencedNow(tps)
+		}()
+		return
+	}
 	c.cfg.Logger.Warn("kbatch: commit fenced, partitions stopped until the group's next session", "partitions", tps)
+}
+
+// restartFencedNow starts again, under the member's current token, the
+// fenced partitions of tps that are still waiting (not revoked, lost or
+// started by a session meanwhile), as onAssigned would have.
+func (c *Consumer) restartFencedNow(tps []offsets.Partition) {
+	token := assignToken(c.cl)
+	starts, ok := c.askStartOffsets(c.hardCtx, token, tps)
+	if !ok {
+		return // Run stops
+	}
+	c.starts.keep(starts)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping.Load() {
+		return
+	}
+	c.restartFenced(tps, token, starts)
+	c.nparts.Store(int64(len(c.workers)))
 }
 
 // fencedToRestart lists the fenced partitions that the session assigning
