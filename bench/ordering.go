@@ -134,6 +134,9 @@ func orderingTable(conc []int, withPC bool) []orderingScenario {
 		Key: "kbatch-partition", Name: "kbatch, partition order (the default)", PerKeyOrder: true,
 		run: runOrderingPartition,
 	}}
+	for _, c := range conc {
+		t = append(t, orderingModes(c)...)
+	}
 	if withPC {
 		for _, c := range conc {
 			t = append(t,
