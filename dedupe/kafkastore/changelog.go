@@ -403,7 +403,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
 		if !own && !ps.notDone(h) {
-			if exp, done := ps.done[h]; done && exp.live(now) {
+			if exp, done := ps.doneExp(h); done && exp.live(now) {
 				return
 			}
 		}

@@ -1,0 +1,108 @@
+package kafkastore
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// FuzzOffRuns drives the runs of offsets done and a plain map with the same
+// operations (add, remove, expire, evict) and checks that they hold the
+// same offsets with the same expiries, and that the runs stay in order,
+// disjoint and joined. Each op is three bytes: what, an offset, an expiry.
+func FuzzOffRuns(f *testing.F) {
+	f.Add([]byte{0, 1, 5, 0, 2, 5, 0, 3, 5, 1, 2, 0, 0, 2, 7})
+	f.Add([]byte{0, 9, 1, 0, 8, 2, 0, 10, 0, 2, 0, 1, 3, 2, 4})
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 20 {
+		ops := make([]byte, 3*200)
+		for i := range ops {
+			ops[i] = byte(rng.IntN(24))
+		}
+		f.Add(ops)
+	}
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var rs offRuns
+		set := map[uint64]expSec{}
+		for i := 0; i+2 < len(ops); i += 3 {
+			o, e := uint64(ops[i+1]%32), expSec(ops[i+2]%8)
+			switch ops[i] % 8 {
+			case 0, 1, 2, 3: // mostly adds, as the store makes
+				rs.add(o, e)
+				if old, ok := set[o]; !ok {
+					set[o] = e
+				} else {
+					set[o] = later(old, e)
+				}
+			case 4, 5:
+				rs.remove(o)
+				delete(set, o)
+			case 6:
+				now := e.nanos()
+				dropped := rs.expire(now)
+				want := 0
+				for k, v := range set {
+					if !v.live(now) {
+						delete(set, k)
+						want++
+					}
+				}
+				if dropped != want {
+					t.Fatalf("op %d: expire(%d) dropped %d, want %d", i/3, now, dropped, want)
+				}
+			case 7:
+				limit := int(o % 8)
+				forgot := rs.evict(e, limit)
+				// Lowest offsets of expiry at or before the cut first.
+				want := 0
+				for k := range uint64(32) {
+					if v, ok := set[k]; ok && v <= e && want < limit {
+						delete(set, k)
+						want++
+					}
+				}
+				if forgot != want {
+					t.Fatalf("op %d: evict(%d, %d) forgot %d, want %d", i/3, e, limit, forgot, want)
+				}
+			}
+			checkRuns(t, i/3, &rs, set)
+		}
+	})
+}
+
+func checkRuns(t *testing.T, op int, rs *offRuns, set map[uint64]expSec) {
+	t.Helper()
+	n := 0
+	for i, r := range rs.r {
+		if r.lo > r.hi {
+			t.Fatalf("op %d: run %d is %+v", op, i, r)
+		}
+		if i > 0 {
+			prev := rs.r[i-1]
+			if prev.hi >= r.lo {
+				t.Fatalf("op %d: runs %+v and %+v overlap or are out of order", op, prev, r)
+			}
+			if prev.hi+1 == r.lo && prev.exp == r.exp {
+				t.Fatalf("op %d: runs %+v and %+v not joined", op, prev, r)
+			}
+		}
+		n += int(r.hi - r.lo + 1)
+	}
+	if n != rs.n || n != len(set) {
+		t.Fatalf("op %d: runs hold %d offsets, count %d, the set %d", op, n, rs.n, len(set))
+	}
+	for o := range uint64(34) {
+		got, ok := rs.get(o)
+		want, wok := set[o]
+		if ok != wok || got != want {
+			t.Fatalf("op %d: offset %d: runs (%d, %v), set (%d, %v)", op, o, got, ok, want, wok)
+		}
+	}
+	top, held := rs.last()
+	var want uint64
+	for o := range set {
+		want = max(want, o)
+	}
+	if held != (len(set) > 0) || (held && top != want) {
+		t.Fatalf("op %d: last (%d, %v), want %d of %d", op, top, held, want, len(set))
+	}
+}
