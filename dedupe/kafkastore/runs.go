@@ -60,31 +60,47 @@ func (rs *offRuns) last() (o uint64, ok bool) {
 
 // add holds o until e, or until the later of e and its expiry if it is
 // held already.
-func (rs *offRuns) add(o uint64, e expSec) {
-	i, ok := rs.find(o)
-	if !ok {
-		if n := len(rs.r); i == n && n > 0 && rs.r[n-1].hi+1 == o && rs.r[n-1].exp == e {
-			rs.r[n-1].hi = o // the common case: the next offset of the same call
+func (rs *offRuns) add(o uint64, e expSec) { rs.addRange(o, o, e) }
+
+// addRange holds lo through hi until e, each offset held already until the
+// later of e and its expiry.
+func (rs *offRuns) addRange(lo, hi uint64, e expSec) {
+	n := len(rs.r)
+	if n == 0 || lo > rs.r[n-1].hi {
+		if n > 0 && rs.r[n-1].hi+1 == lo && rs.r[n-1].exp == e {
+			rs.r[n-1].hi = hi // the common case: the next offsets of the same second
 		} else {
-			rs.splice(i, i, offRun{o, o, e})
+			rs.r = append(rs.r, offRun{lo, hi, e})
 		}
-		rs.n++
+		rs.n += int(hi - lo + 1)
 		return
 	}
-	old := rs.r[i]
-	ne := later(old.exp, e)
-	if ne == old.exp {
-		return
+	i, _ := rs.find(lo)
+	j := i
+	var pieces []offRun
+	next := lo // the first offset of [lo, hi] not yet placed
+	added := 0
+	for ; j < n && rs.r[j].lo <= hi; j++ {
+		old := rs.r[j]
+		if old.lo < lo {
+			pieces = append(pieces, offRun{old.lo, lo - 1, old.exp})
+		}
+		if next < old.lo {
+			pieces = append(pieces, offRun{next, old.lo - 1, e})
+			added += int(old.lo - next)
+		}
+		pieces = append(pieces, offRun{max(old.lo, lo), min(old.hi, hi), later(old.exp, e)})
+		if old.hi > hi {
+			pieces = append(pieces, offRun{hi + 1, old.hi, old.exp})
+		}
+		next = old.hi + 1
 	}
-	pieces := make([]offRun, 0, 3)
-	if old.lo < o {
-		pieces = append(pieces, offRun{old.lo, o - 1, old.exp})
+	if next <= hi && (j == i || next > rs.r[j-1].hi) {
+		pieces = append(pieces, offRun{next, hi, e})
+		added += int(hi - next + 1)
 	}
-	pieces = append(pieces, offRun{o, o, ne})
-	if o < old.hi {
-		pieces = append(pieces, offRun{o + 1, old.hi, old.exp})
-	}
-	rs.splice(i, i+1, pieces...)
+	rs.splice(i, j, pieces...)
+	rs.n += added
 }
 
 // remove takes o out of its run, if any.

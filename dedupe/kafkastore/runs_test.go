@@ -16,7 +16,7 @@ func FuzzOffRuns(f *testing.F) {
 	for range 20 {
 		ops := make([]byte, 3*200)
 		for i := range ops {
-			ops[i] = byte(rng.IntN(24))
+			ops[i] = byte(rng.IntN(64))
 		}
 		f.Add(ops)
 	}
@@ -26,12 +26,22 @@ func FuzzOffRuns(f *testing.F) {
 		for i := 0; i+2 < len(ops); i += 3 {
 			o, e := uint64(ops[i+1]%32), expSec(ops[i+2]%8)
 			switch ops[i] % 8 {
-			case 0, 1, 2, 3: // mostly adds, as the store makes
+			case 0, 1: // mostly adds, as the store makes
 				rs.add(o, e)
 				if old, ok := set[o]; !ok {
 					set[o] = e
 				} else {
 					set[o] = later(old, e)
+				}
+			case 2, 3:
+				hi := o + uint64(ops[i]/8%8)
+				rs.addRange(o, hi, e)
+				for k := o; k <= hi; k++ {
+					if old, ok := set[k]; !ok {
+						set[k] = e
+					} else {
+						set[k] = later(old, e)
+					}
 				}
 			case 4, 5:
 				rs.remove(o)
@@ -54,7 +64,7 @@ func FuzzOffRuns(f *testing.F) {
 				forgot := rs.evict(e, limit)
 				// Lowest offsets of expiry at or before the cut first.
 				want := 0
-				for k := range uint64(32) {
+				for k := range uint64(48) {
 					if v, ok := set[k]; ok && v <= e && want < limit {
 						delete(set, k)
 						want++
@@ -90,7 +100,7 @@ func checkRuns(t *testing.T, op int, rs *offRuns, set map[uint64]expSec) {
 	if n != rs.n || n != len(set) {
 		t.Fatalf("op %d: runs hold %d offsets, count %d, the set %d", op, n, rs.n, len(set))
 	}
-	for o := range uint64(34) {
+	for o := range uint64(48) {
 		got, ok := rs.get(o)
 		want, wok := set[o]
 		if ok != wok || got != want {

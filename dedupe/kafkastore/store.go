@@ -147,6 +147,36 @@ func (ps *partition) setDone(h keyHash, expires int64) {
 	}
 }
 
+// doneRange records the partition's fallback keys of offsets lo through hi
+// done until expires, each no longer begun.
+func (ps *partition) doneRange(lo, hi uint64, expires int64) {
+	if len(ps.begun) > 0 {
+		if hi-lo < uint64(len(ps.begun)) {
+			for o := lo; ; o++ {
+				ps.unbegin(ps.offHash(o))
+				if o == hi {
+					break
+				}
+			}
+		} else {
+			for h := range ps.begun {
+				if o, ok := ps.ownOffset(h); ok && o >= lo && o <= hi {
+					ps.unbegin(h)
+				}
+			}
+		}
+	}
+	ps.runs.addRange(lo, hi, toExpSec(expires))
+}
+
+// offHash is the hash of the partition's fallback key of offset o.
+func (ps *partition) offHash(o uint64) keyHash {
+	var h keyHash
+	binary.BigEndian.PutUint64(h[0:8], o)
+	binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
+	return h
+}
+
 // ownOffset returns the offset a hash spells out if it is one of the
 // partition's fallback keys.
 func (ps *partition) ownOffset(h keyHash) (uint64, bool) {
@@ -683,10 +713,11 @@ func (s *Store) Mark(ctx context.Context, p dedupe.Partition, key, marker string
 	return s.write(ctx, ps, u, nil)
 }
 
-// Done marks keys done and writes them in one produce round: one record
-// holding the 128-bit hashes of all of them (a key done needs nothing but
-// its hash and its expiry), and a tombstone for each key that had a record
-// of its own (attempts or markers), which the hash now replaces.
+// Done marks keys done and writes them in one produce round: a record of
+// the runs of offsets of the partition's own fallback keys, a record
+// holding the 128-bit hashes of the other keys (a key done needs nothing
+// but its hash and its expiry), and a tombstone for each key that had a
+// record of its own (attempts or markers), which these now replace.
 func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -699,43 +730,88 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 	ps.retry = nil
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
-	hs := make([]keyHash, 0, len(keys))
+	var hs []keyHash
 	var extra []*kgo.Record
 	var seen map[keyHash]struct{}
-	if len(keys) > 1 {
-		seen = make(map[keyHash]struct{}, len(keys))
-	}
+	// The partition's own fallback keys go in a runs record: their
+	// offsets, in order, without repeats.
+	offs := make([]ownKey, 0, len(keys))
 	for _, k := range keys {
 		h := ps.hash(k)
+		if o, ok := ps.ownOffset(h); ok {
+			offs = append(offs, ownKey{o, k})
+			continue
+		}
+		if seen == nil {
+			seen = make(map[keyHash]struct{})
+		}
 		if _, dup := seen[h]; dup {
 			continue
 		}
-		if seen != nil {
-			seen[h] = struct{}{}
-		}
-		if !ps.notDone(h) {
-			if exp, ok := ps.doneExp(h); ok && exp.live(now) {
-				continue
-			}
+		seen[h] = struct{}{}
+		if exp, ok := ps.doneExp(h); ok && exp.live(now) {
+			continue
 		}
 		if _, ok := ps.m[k]; ok {
 			extra = append(extra, ps.tombstone(recordKey(k)))
 		}
 		hs = append(hs, h)
 	}
-	if len(hs) == 0 {
+	if !slices.IsSortedFunc(offs, ownKey.cmp) {
+		slices.SortFunc(offs, ownKey.cmp)
+	}
+	var runs []offRun
+	for i, ok := range offs {
+		if i > 0 && offs[i-1].o == ok.o {
+			continue
+		}
+		if !ps.notDone(ps.offHash(ok.o)) {
+			if exp, done := ps.runs.get(ok.o); done && exp.live(now) {
+				continue
+			}
+		}
+		if len(ps.m) > 0 {
+			if _, had := ps.m[ok.key]; had {
+				extra = append(extra, ps.tombstone(recordKey(ok.key)))
+			}
+		}
+		if n := len(runs); n > 0 && runs[n-1].hi+1 == ok.o {
+			runs[n-1].hi = ok.o
+		} else {
+			runs = append(runs, offRun{lo: ok.o, hi: ok.o})
+		}
+	}
+	if len(hs) > 0 {
+		ps.seq++
+		extra = append(extra, &kgo.Record{
+			Topic:     ps.changelog,
+			Partition: ps.p.Partition,
+			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+			Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
+		})
+	}
+	if len(runs) > 0 {
+		ps.seq++
+		extra = append(extra, &kgo.Record{
+			Topic:     ps.changelog,
+			Partition: ps.p.Partition,
+			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+			Value:     appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs),
+		})
+	}
+	if len(extra) == 0 {
 		return nil
 	}
-	ps.seq++
-	key := donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)
-	extra = append(extra, &kgo.Record{
-		Topic:     ps.changelog,
-		Partition: ps.p.Partition,
-		Key:       []byte(key),
-		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
-	})
 	return s.write(ctx, ps, nil, extra)
 }
+
+// ownKey is one of the partition's fallback keys and its offset.
+type ownKey struct {
+	o   uint64
+	key string
+}
+
+func (a ownKey) cmp(b ownKey) int { return cmp.Compare(a.o, b.o) }
 
 // Release drops p's entries from memory; the changelog keeps them.
 func (s *Store) Release(p dedupe.Partition) {
