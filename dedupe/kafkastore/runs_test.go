@@ -2,7 +2,11 @@ package kafkastore
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // FuzzOffRuns drives the runs of offsets done and a plain map with the same
@@ -114,5 +118,37 @@ func checkRuns(t *testing.T, op int, rs *offRuns, set map[uint64]expSec) {
 	}
 	if held != (len(set) > 0) || (held && top != want) {
 		t.Fatalf("op %d: last (%d, %v), want %d of %d", op, top, held, want, len(set))
+	}
+}
+
+// TestBoundEvictsRunsEarliestFirst guards MaxKeys over keys done held as
+// runs: every key of a run counts, the partition ends within the bound,
+// the keys that expire first are the ones forgotten, and the count of
+// evictions says how many went.
+func TestBoundEvictsRunsEarliestFirst(t *testing.T) {
+	s := &Store{opts: Options{Brokers: []string{"x"}, Group: "g", MaxKeys: 100}.withDefaults()}
+	ps := newPartition(dedupe.Partition{Topic: "orders", Partition: 1}, "c")
+	const sec = int64(time.Second)
+	for batch := range int64(10) {
+		for o := batch * 50; o < (batch+1)*50; o++ {
+			ps.setDone(ps.offHash(uint64(o)), (100+batch)*sec)
+		}
+		ps.setDone(hashKey("order-"+strconv.FormatInt(batch, 10)), (100+batch)*sec)
+		s.bound(ps)
+		if n := ps.doneLen(); n > 100 {
+			t.Fatalf("after batch %d: %d keys held, bound 100", batch, n)
+		}
+	}
+	// The last batch is the latest: all of it is kept.
+	for o := uint64(450); o < 500; o++ {
+		if _, ok := ps.doneExp(ps.offHash(o)); !ok {
+			t.Fatalf("offset %d of the latest batch forgotten", o)
+		}
+	}
+	if _, ok := ps.doneExp(ps.offHash(0)); ok {
+		t.Fatal("offset 0 of the earliest batch kept")
+	}
+	if got, want := s.evicted.Load(), int64(510-ps.doneLen()); got != want {
+		t.Fatalf("%d evictions counted, %d keys forgotten", got, want)
 	}
 }

@@ -195,13 +195,16 @@ func (ps *partition) doneExp(h keyHash) (expSec, bool) {
 	return exp, ok
 }
 
-// forgetDone forgets a key done.
-func (ps *partition) forgetDone(h keyHash) {
-	if o, ok := ps.ownOffset(h); ok {
-		ps.runs.remove(o)
-		return
+// forgetExpired forgets a key done that expired at now, and returns how
+// many keys it forgot: for one of the partition's fallback keys, every run
+// expired (its whole run expired with it), rather than splitting its run
+// one key at a time as the keys of a replay come.
+func (ps *partition) forgetExpired(h keyHash, now int64) int {
+	if _, ok := ps.ownOffset(h); ok {
+		return ps.runs.expire(now)
 	}
 	delete(ps.done, h)
+	return 1
 }
 
 // doneLen is how many keys done the partition holds.
@@ -914,8 +917,7 @@ func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (ent
 			if exp.live(now) {
 				return entry{done: true, expires: exp.nanos()}, true
 			}
-			ps.forgetDone(h)
-			s.expired.Add(1)
+			s.expired.Add(int64(ps.forgetExpired(h, now)))
 		}
 	}
 	e, ok := ps.m[key]
