@@ -73,7 +73,7 @@ func FuzzApplyChangelogRecord(f *testing.F) {
 		}
 		if want.done {
 			// A done key keeps its hash and expiry only.
-			if _, ok := ps.done[ps.hash(k)]; !ok || ps.notDone(ps.hash(k)) {
+			if _, ok := ps.doneExp(ps.hash(k)); !ok || ps.notDone(ps.hash(k)) {
 				t.Fatalf("done entry of %q (epoch %d) not applied as done", k, epoch)
 			}
 			if _, ok := ps.m[k]; ok {

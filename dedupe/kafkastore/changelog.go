@@ -372,7 +372,15 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 		}
 		return
 	}
-	epoch, expires, err := decodeHashes(r.Value, kind, nil)
+	runs := kind == kindDone && len(r.Value) >= 2 && r.Value[0] == valueVersion && r.Value[1] == kindRuns
+	var epoch, expires int64
+	var fnv uint64
+	var err error
+	if runs {
+		epoch, expires, fnv, err = decodeRuns(r.Value, nil)
+	} else {
+		epoch, expires, err = decodeHashes(r.Value, kind, nil)
+	}
 	if err == nil && epoch >= r.Offset {
 		err = fmt.Errorf("epoch %d is not before the record's offset", epoch)
 	}
@@ -390,6 +398,14 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 		return
 	}
 	ps.cur = epoch
+	if runs {
+		ps.batches[k] = expires
+		if fnv == ps.offFNV { // else another partition's, whose keys are never asked of this one
+			_, _, _, _ = decodeRuns(r.Value, func(lo, hi uint64) { ps.doneRange(lo, hi, expires) })
+			s.bound(ps)
+		}
+		return
+	}
 	if kind == kindDone {
 		ps.batches[k] = expires
 		_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
@@ -403,7 +419,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 	ps.begunRecs[k] = rec
 	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
 		if !own && !ps.notDone(h) {
-			if exp, done := ps.done[h]; done && exp.live(now) {
+			if exp, done := ps.doneExp(h); done && exp.live(now) {
 				return
 			}
 		}

@@ -30,10 +30,17 @@ import (
 //	claim: 0x01 0x02 varint(claimed at) ext
 //	done:  0x01 0x03 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
 //	begun: 0x01 0x04 uvarint(epoch) varint(expires) uvarint(n) n * hash ext
+//	runs:  0x01 0x05 uvarint(epoch) varint(expires) fnv uvarint(n) n * (uvarint(gap) uvarint(len-1)) ext
 //
 // done and begun records hold the keys of one Done or one Begin (those
 // begun for the first time) by hash, under keys of their own (donePrefix,
-// begunPrefix followed by the writer's epoch and a sequence number).
+// begunPrefix followed by the writer's epoch and a sequence number). A
+// runs record holds the fallback keys of one Done of the input partition
+// whose topic and partition hash to fnv (8 bytes, the last 8 of their
+// hashes), as runs of offsets in increasing order: a run starts gap
+// offsets after the end of the one before (the first: at offset gap) and
+// holds len offsets. It goes under a donePrefix key too; a reader that
+// knows only kinds 3 and 4 reports it as malformed and skips it.
 //
 // flags: 0x01 done; expires and claimed at are Unix nanoseconds (0: no
 // expiry); hash is keyHashSize bytes (see hashKey).
@@ -58,6 +65,7 @@ const (
 	kindClaim    byte = 2
 	kindDone     byte = 3
 	kindBegun    byte = 4
+	kindRuns     byte = 5
 	flagDone     byte = 0x01
 
 	claimPrefix = "\x00kbatch-owner/"
@@ -306,6 +314,86 @@ func decodeHashes(b []byte, kind byte, fn func(h keyHash)) (epoch, expires int64
 		}
 	}
 	return int64(u), expires, nil
+}
+
+// appendRuns appends the encoding of a runs record of keys done written by
+// the owner of epoch, that expire together: the offsets of runs (in
+// increasing order, disjoint) of the partition whose fallback keys' hashes
+// end in fnv.
+func appendRuns(dst []byte, epoch, expires int64, fnv uint64, runs []offRun) []byte {
+	dst = append(dst, valueVersion, kindRuns)
+	dst = binary.AppendUvarint(dst, uint64(epoch))
+	dst = binary.AppendVarint(dst, expires)
+	dst = binary.BigEndian.AppendUint64(dst, fnv)
+	dst = binary.AppendUvarint(dst, uint64(len(runs)))
+	var next uint64
+	for _, r := range runs {
+		dst = binary.AppendUvarint(dst, r.lo-next)
+		dst = binary.AppendUvarint(dst, r.hi-r.lo)
+		next = r.hi + 1
+	}
+	return dst
+}
+
+// decodeRuns decodes a runs record; fn is called for each run of offsets
+// lo through hi.
+func decodeRuns(b []byte, fn func(lo, hi uint64)) (epoch, expires int64, fnv uint64, err error) {
+	b, err = header(b, kindRuns)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	u, b, err := uvarint(b)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("epoch: %w", err)
+	}
+	if u > math.MaxInt64 {
+		return 0, 0, 0, fmt.Errorf("epoch %d out of range", u)
+	}
+	if expires, b, err = varint(b); err != nil {
+		return 0, 0, 0, fmt.Errorf("expires: %w", err)
+	}
+	if len(b) < 8 {
+		return 0, 0, 0, errTruncated
+	}
+	fnv = binary.BigEndian.Uint64(b)
+	n, b, err := uvarint(b[8:])
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("run count: %w", err)
+	}
+	if n > uint64(len(b)/2) { // each run takes at least two bytes
+		return 0, 0, 0, fmt.Errorf("run count %d exceeds the value", n)
+	}
+	// Checked in full before fn sees a run: a malformed record is
+	// skipped whole.
+	body := b
+	var next uint64
+	for range n {
+		var gap, l uint64
+		if gap, b, err = uvarint(b); err != nil {
+			return 0, 0, 0, fmt.Errorf("run gap: %w", err)
+		}
+		if l, b, err = uvarint(b); err != nil {
+			return 0, 0, 0, fmt.Errorf("run length: %w", err)
+		}
+		if next > math.MaxInt64 || gap > math.MaxInt64-next || l > math.MaxInt64-next-gap {
+			return 0, 0, 0, errors.New("run beyond the largest offset")
+		}
+		next += gap + l + 1
+	}
+	if err := skipExtensions(b); err != nil {
+		return 0, 0, 0, err
+	}
+	if fn != nil {
+		next = 0
+		for range n {
+			gap, rest, _ := uvarint(body)
+			l, rest, _ := uvarint(rest)
+			body = rest
+			fn(next+gap, next+gap+l)
+			next += gap + l + 1
+		}
+	}
+	return int64(u), expires, fnv, nil
 }
 
 func header(b []byte, kind byte) ([]byte, error) {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbatch/kbatch/dedupe"
 )
@@ -27,6 +30,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{1, 1, 0x80, 0x00, 0, 0, 0, 0})        // a non-canonical epoch
 	f.Add([]byte{1, 1, 0, 0, 0, 0, 2, 1, 'a', 1, 'a'}) // a repeated marker
 	f.Add([]byte("\x00kbatch-owner/x"))
+	f.Add(appendRuns(nil, 7, 1, 9, []offRun{{lo: 1, hi: 2}, {lo: 4, hi: 9}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if epoch, e, err := decodeEntry(b); err == nil {
 			// What this version writes of what it read is a prefix of
@@ -50,6 +54,17 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 		_, _, _ = decodeHashes(b, kindDone, func(keyHash) {})
 		_, _, _ = decodeHashes(b, kindBegun, func(keyHash) {})
+		var runs []offRun
+		if epoch, expires, fnv, err := decodeRuns(b, func(lo, hi uint64) { runs = append(runs, offRun{lo: lo, hi: hi}) }); err == nil {
+			for _, r := range runs {
+				if r.lo > r.hi || r.hi > math.MaxInt64 {
+					t.Fatalf("decoded %x to run %d-%d", b, r.lo, r.hi)
+				}
+			}
+			if again := appendRuns(nil, epoch, expires, fnv, runs); len(again) > len(b) || !bytes.Equal(again, b[:len(again)]) {
+				t.Fatalf("decoded runs %x to %v, which encode to %x", b, runs, again)
+			}
+		}
 
 		e, epoch := entryFrom(b)
 		v := appendEntry(nil, epoch, e)
@@ -164,6 +179,87 @@ func TestFallbackKeysAreSpeltOutNotHashed(t *testing.T) {
 	for _, k := range []string{"\x00o:orders/0/05", "\x00o:orders/0/+5", "\x00o:orders/0/", "order-5"} {
 		if sum := sha256.Sum256([]byte(k)); hashKey(k) != keyHash(sum[:keyHashSize]) {
 			t.Errorf("%q is not hashed with SHA-256", k)
+		}
+	}
+}
+
+// Golden changelog values, as written by this version (runs) and by the
+// version before it (a done record of hashes): partition "orders"/3, epoch
+// 7, expiring at 1.7e18 Unix nanoseconds.
+const (
+	goldenRuns = "0105078080d0e2c6bfce972fe18c55286f282df903050402009f02e707"
+	// The hashes of "order-1" and of the fallback key of offset 42.
+	goldenDoneHashes = "0103078080d0e2c6bfce972f020bafe22156d2698c143b86040446d366000000000000002ae18c55286f282df9"
+)
+
+// TestRunsRecordAcrossVersions guards the upgrade path of the runs record
+// of fallback keys done: its encoding does not change unnoticed; a reader
+// knowing only the done and begun kinds (the version before it) refuses it
+// under a done key, so that it skips it as malformed rather than reading
+// wrong keys done; and this version reads both it and the older done
+// record.
+func TestRunsRecordAcrossVersions(t *testing.T) {
+	const expires = 1_700_000_000_000_000_000
+	p := dedupe.Partition{Topic: "orders", Partition: 3}
+	ps := newPartition(p, "orders.kbatch-dedupe")
+	runs := []offRun{{lo: 5, hi: 9}, {lo: 12, hi: 12}, {lo: 300, hi: 1299}}
+	if got := hex.EncodeToString(appendRuns(nil, 7, expires, ps.offFNV, runs)); got != goldenRuns {
+		t.Fatalf("runs record encodes as %s, golden %s", got, goldenRuns)
+	}
+	value, _ := hex.DecodeString(goldenRuns)
+	if _, _, err := decodeHashes(value, kindDone, nil); err == nil {
+		t.Fatal("the older reader's decoding of a done record accepts a runs record")
+	}
+	var got []offRun
+	epoch, exp, fnv, err := decodeRuns(value, func(lo, hi uint64) { got = append(got, offRun{lo: lo, hi: hi}) })
+	if err != nil || epoch != 7 || exp != expires || fnv != ps.offFNV || !slices.Equal(got, runs) {
+		t.Fatalf("decodeRuns: epoch %d, expires %d, fnv %x, runs %v, %v", epoch, exp, fnv, got, err)
+	}
+
+	s := &Store{opts: Options{Brokers: []string{"x"}, Group: "g"}.withDefaults()}
+	old, _ := hex.DecodeString(goldenDoneHashes)
+	s.apply(ps, &kgo.Record{Key: []byte(donePrefix + "7/1"), Value: old, Offset: 10}, expires-1, nil)
+	s.apply(ps, &kgo.Record{Key: []byte(donePrefix + "7/2"), Value: value, Offset: 11}, expires-1, nil)
+	if n := s.malformed.Load(); n != 0 {
+		t.Fatalf("%d records read as malformed", n)
+	}
+	for _, c := range []struct {
+		key  string
+		done bool
+	}{
+		{"order-1", true}, {"order-2", false},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 42), true},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 4), false},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 5), true},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 9), true},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 10), false},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 12), true},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 299), false},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 1299), true},
+		{dedupe.OffsetKey(p.Topic, p.Partition, 1300), false},
+		{dedupe.OffsetKey(p.Topic, p.Partition+1, 5), false},
+	} {
+		e, _ := s.live(ps, c.key, expires-1)
+		if e.done != c.done {
+			t.Errorf("%q: done %v, want %v", c.key, e.done, c.done)
+		}
+	}
+}
+
+// TestDecodeRunsRefuses guards the runs record's decoding against values
+// that would make wrong runs: cut short, running past the largest offset,
+// or with a count larger than the value.
+func TestDecodeRunsRefuses(t *testing.T) {
+	good := appendRuns(nil, 7, 1, 9, []offRun{{lo: 1, hi: 2}})
+	for name, v := range map[string][]byte{
+		"cut short":               good[:len(good)-1],
+		"no fnv":                  good[:5],
+		"past the largest offset": appendRuns(nil, 7, 1, 9, []offRun{{lo: math.MaxInt64 - 1, hi: math.MaxInt64}, {lo: math.MaxUint64 - 1, hi: math.MaxUint64 - 1}}),
+		"too long":                appendRuns(nil, 7, 1, 9, []offRun{{lo: 0, hi: math.MaxInt64 + 1}}),
+		"count":                   append(slices.Clone(good[:len(good)-3]), 9, 1, 1),
+	} {
+		if _, _, _, err := decodeRuns(v, func(lo, hi uint64) { t.Errorf("%s: run %d-%d read", name, lo, hi) }); err == nil {
+			t.Errorf("%s: %x decoded", name, v)
 		}
 	}
 }

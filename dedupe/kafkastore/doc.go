@@ -18,8 +18,10 @@
 // codec.go), forward compatible: fields and flags a newer version adds are
 // skipped. A Begin writes one record holding the 128-bit hashes of the keys
 // handed out for the first time; a Done one record holding the hashes of
-// the keys done (a done key is kept as its hash and expiry only); a key
-// retried or marked gets a record of its own with its attempts and markers.
+// the keys done (a done key is kept as its hash and expiry only), the
+// partition's own fallback keys apart, which go in a record of runs of
+// offsets and are kept in memory as such; a key retried or marked gets a
+// record of its own with its attempts and markers.
 // Every record carries the writer's owner epoch. Records are written with
 // acks=all by an idempotent producer to the exact partition (a manual
 // partitioner), one produce round per Begin, Mark or Done. Options.MaxKeys

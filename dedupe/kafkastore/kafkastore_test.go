@@ -607,3 +607,101 @@ func TestLateClaimFencesNobody(t *testing.T) {
 		t.Fatalf("k after the next Assign: %+v, %v; want done", es, err)
 	}
 }
+
+// TestFallbackKeysDoneAsRuns guards the runs record of a partition's
+// fallback keys done: a Done of keys in any order, repeated, mixed with
+// other keys and with keys retried (a record of their own, which goes)
+// leaves exactly those keys done, for this store and for the next owner
+// that reads the changelog; a Begin of them hands nothing out; and they
+// are forgotten once their retention passes.
+func TestFallbackKeysDoneAsRuns(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	input := kafkatest.NewTopic(t, 1)
+	group := kafkatest.NewGroup(t)
+	changelog := group + "." + input + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, changelog)
+	ctx := testContext(t)
+	clock := dedupetest.NewClock(time.Time{})
+	p := dedupe.Partition{Topic: input, Partition: 0}
+	key := func(o int64) string { return dedupe.OffsetKey(p.Topic, p.Partition, o) }
+	opts := Options{Group: group, Now: clock.Now, Retention: time.Hour}
+	s := openStore(t, brokers, opts)
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	var begun, done []string
+	for o := range int64(50) {
+		begun = append(begun, key(o))
+	}
+	if _, err := s.Begin(ctx, p, begun); err != nil {
+		t.Fatal(err)
+	}
+	if es, err := s.Begin(ctx, p, []string{key(7), key(8)}); err != nil || es[0].Attempts != 2 {
+		t.Fatalf("second Begin: %+v %v, want 2 attempts", es, err)
+	}
+	// Shuffled, repeated, with a gap (20-29 not done), an other key, and
+	// keys never begun (60-69).
+	for o := int64(49); o >= 30; o-- {
+		done = append(done, key(o))
+	}
+	done = append(done, "order-1", key(8))
+	for o := range int64(20) {
+		done = append(done, key(o))
+	}
+	for o := int64(60); o < 70; o++ {
+		done = append(done, key(o), key(o))
+	}
+	if err := s.Done(ctx, p, done); err != nil {
+		t.Fatal(err)
+	}
+	isDone := func(o int64) bool { return o < 20 || (o >= 30 && o < 50) || (o >= 60 && o < 70) }
+	check := func(s *Store, what string, want func(o int64) bool) {
+		t.Helper()
+		var keys []string
+		for o := range int64(80) {
+			keys = append(keys, key(o))
+		}
+		es, err := s.Lookup(ctx, p, append(keys, "order-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for o := range int64(80) {
+			if es[o].Done != want(o) {
+				t.Errorf("%s: offset %d done %v, want %v (%+v)", what, o, es[o].Done, want(o), es[o])
+			}
+		}
+		if es[80].Done != want(0) {
+			t.Errorf("%s: order-1 done %v, want %v", what, es[80].Done, want(0))
+		}
+	}
+	check(s, "after Done", isDone)
+	if es, err := s.Begin(ctx, p, []string{key(7), key(35), key(25)}); err != nil || !es[0].Done || !es[1].Done || es[2].Done || es[2].Attempts != 2 {
+		t.Fatalf("Begin after Done: %+v %v, want two done and the third at 2 attempts", es, err)
+	}
+
+	next := openStore(t, brokers, opts)
+	if err := next.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	check(next, "read back", isDone)
+	tombstoned := map[string]bool{}
+	for _, r := range readRaw(t, brokers, changelog, 0) {
+		if k, _, err := parseKey(r.Key); err == nil && r.Value == nil {
+			tombstoned[k] = true
+		}
+	}
+	if !tombstoned[key(7)] || !tombstoned[key(8)] {
+		t.Errorf("records of the retried keys done not deleted: tombstones %v", tombstoned)
+	}
+	if st := next.Stats(); st.Malformed != 0 {
+		t.Errorf("%d records read as malformed", st.Malformed)
+	}
+
+	clock.Advance(time.Hour + time.Minute)
+	check(next, "expired", func(int64) bool { return false })
+	last := openStore(t, brokers, opts)
+	if err := last.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	check(last, "expired, read back", func(int64) bool { return false })
+}

@@ -18,6 +18,7 @@ func TestNotDoneNeverHidesADoneKey(t *testing.T) {
 	ps := newPartition(p, "changelog")
 	rng := rand.New(rand.NewPCG(3, 4))
 	var top int64 = -1
+	var done []keyHash
 	for i := range 5000 {
 		var key string
 		switch rng.IntN(4) {
@@ -31,7 +32,11 @@ func TestNotDoneNeverHidesADoneKey(t *testing.T) {
 			top = max(top, o)
 		}
 		ps.setDone(hashKey(key), int64(i+1))
-		for h := range ps.done {
+		done = append(done, hashKey(key))
+		for _, h := range done {
+			if _, ok := ps.doneExp(h); !ok {
+				t.Fatalf("after %d keys: %x was done but is not held", i+1, h)
+			}
 			if ps.notDone(h) {
 				t.Fatalf("after %d keys: %x is done but reported not done", i+1, h)
 			}

@@ -1,6 +1,7 @@
 package kafkastore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -61,17 +62,15 @@ type partition struct {
 	next    int64              // the offset after the last changelog record folded into m
 
 	m    map[string]entry   // the live entries not done: attempts and markers
-	done map[keyHash]expSec // the keys done, by hash: their expiry and nothing else
-	// The hashes in done that end as the partition's fallback keys do
-	// (offFNV) hold an offset in their first 8 bytes, none above
-	// offDoneMax (when offDone): a fallback key above it is not done,
-	// known without a probe of the large done map.
-	offPrefix  string // the partition's fallback keys up to the offset
-	offFNV     uint64
-	offDone    bool
-	offDoneMax uint64
-	pending    map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
-	sweepAt    int                 // sweep m and done for expired entries when they reach this size
+	done map[keyHash]expSec // the keys done, by hash: their expiry and nothing else; not the partition's own fallback keys
+	// The keys done whose hashes end as the partition's fallback keys do
+	// (offFNV) hold an offset in their first 8 bytes: they are kept as
+	// runs of offsets, not in done.
+	runs      offRuns
+	offPrefix string // the partition's fallback keys up to the offset
+	offFNV    uint64
+	pending   map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
+	sweepAt   int                 // sweep m and done for expired entries when they reach this size
 
 	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
 	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
@@ -135,20 +134,81 @@ func (ps *partition) stale(epoch int64) bool {
 	return void
 }
 
-// setDone records the hash of a key done until expires.
+// setDone records the hash of a key done until expires (the later expiry
+// if it is done already).
 func (ps *partition) setDone(h keyHash, expires int64) {
 	e := toExpSec(expires)
-	if binary.BigEndian.Uint64(h[8:]) == ps.offFNV {
-		if o := binary.BigEndian.Uint64(h[:8]); !ps.offDone || o > ps.offDoneMax {
-			ps.offDone, ps.offDoneMax = true, o
-			ps.done[h] = e // above every offset done: not in done yet
-			return
-		}
+	if o, ok := ps.ownOffset(h); ok {
+		ps.runs.add(o, e)
+		return
 	}
-	if old, ok := ps.done[h]; !ok || (old != 0 && (e == 0 || old < e)) {
+	if old, ok := ps.done[h]; !ok || later(old, e) != old {
 		ps.done[h] = e
 	}
 }
+
+// doneRange records the partition's fallback keys of offsets lo through hi
+// done until expires, each no longer begun.
+func (ps *partition) doneRange(lo, hi uint64, expires int64) {
+	if len(ps.begun) > 0 {
+		if hi-lo < uint64(len(ps.begun)) {
+			for o := lo; ; o++ {
+				ps.unbegin(ps.offHash(o))
+				if o == hi {
+					break
+				}
+			}
+		} else {
+			for h := range ps.begun {
+				if o, ok := ps.ownOffset(h); ok && o >= lo && o <= hi {
+					ps.unbegin(h)
+				}
+			}
+		}
+	}
+	ps.runs.addRange(lo, hi, toExpSec(expires))
+}
+
+// offHash is the hash of the partition's fallback key of offset o.
+func (ps *partition) offHash(o uint64) keyHash {
+	var h keyHash
+	binary.BigEndian.PutUint64(h[0:8], o)
+	binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
+	return h
+}
+
+// ownOffset returns the offset a hash spells out if it is one of the
+// partition's fallback keys.
+func (ps *partition) ownOffset(h keyHash) (uint64, bool) {
+	if binary.BigEndian.Uint64(h[8:]) != ps.offFNV {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(h[:8]), true
+}
+
+// doneExp returns the expiry of a key done, expired or not.
+func (ps *partition) doneExp(h keyHash) (expSec, bool) {
+	if o, ok := ps.ownOffset(h); ok {
+		return ps.runs.get(o)
+	}
+	exp, ok := ps.done[h]
+	return exp, ok
+}
+
+// forgetExpired forgets a key done that expired at now, and returns how
+// many keys it forgot: for one of the partition's fallback keys, every run
+// expired (its whole run expired with it), rather than splitting its run
+// one key at a time as the keys of a replay come.
+func (ps *partition) forgetExpired(h keyHash, now int64) int {
+	if _, ok := ps.ownOffset(h); ok {
+		return ps.runs.expire(now)
+	}
+	delete(ps.done, h)
+	return 1
+}
+
+// doneLen is how many keys done the partition holds.
+func (ps *partition) doneLen() int { return len(ps.done) + ps.runs.n }
 
 // hash is hashKey(key), the partition's own fallback keys spelt out
 // without hashing their topic and partition again.
@@ -168,8 +228,15 @@ func (ps *partition) hash(key string) keyHash {
 // partition above every such key done. Offsets come in increasing order,
 // so a batch of first deliveries is answered without touching done.
 func (ps *partition) notDone(h keyHash) bool {
-	return len(ps.done) == 0 || (binary.BigEndian.Uint64(h[8:]) == ps.offFNV &&
-		(!ps.offDone || binary.BigEndian.Uint64(h[:8]) > ps.offDoneMax))
+	if ps.doneLen() == 0 {
+		return true
+	}
+	o, ok := ps.ownOffset(h)
+	if !ok {
+		return false
+	}
+	top, held := ps.runs.last()
+	return !held || o > top
 }
 
 // expSec is a done key's expiry in whole Unix seconds, rounded up (0: no
@@ -202,27 +269,48 @@ func (e expSec) live(now int64) bool { return e == 0 || e.nanos() > now }
 // held.
 func (s *Store) bound(ps *partition) {
 	limit := s.opts.MaxKeys
-	if limit <= 0 || len(ps.done)+len(ps.m) <= limit {
+	if limit <= 0 || ps.doneLen()+len(ps.m) <= limit {
 		return
 	}
 	target := limit - limit/8
-	excess := len(ps.done) + len(ps.m) - target
+	excess := ps.doneLen() + len(ps.m) - target
 	if excess <= 0 {
 		return
 	}
 	// The expiry below which excess keys lie, estimated from a sample
-	// (map order is random): then one pass deletes them.
-	sample := make([]expSec, 0, 256)
+	// of the map (its order is random) and the runs of offsets, each
+	// weighed by the keys it stands for: then one pass over each deletes
+	// them, the runs' lowest offsets first.
+	type weighed struct {
+		exp expSec
+		n   float64
+	}
+	sample := make([]weighed, 0, 256+len(ps.runs.r))
 	for _, exp := range ps.done {
-		sample = append(sample, exp)
-		if len(sample) == cap(sample) {
+		sample = append(sample, weighed{exp: exp})
+		if len(sample) == 256 {
 			break
 		}
 	}
-	slices.Sort(sample)
-	q := min(len(sample)-1, len(sample)*excess/max(len(ps.done), 1))
-	cut := sample[max(q, 0)]
-	forgot := 0
+	for i := range sample {
+		sample[i].n = float64(len(ps.done)) / float64(len(sample))
+	}
+	for _, r := range ps.runs.r {
+		sample = append(sample, weighed{exp: r.exp, n: float64(r.hi - r.lo + 1)})
+	}
+	if len(sample) == 0 {
+		return
+	}
+	slices.SortFunc(sample, func(a, b weighed) int { return cmp.Compare(a.exp, b.exp) })
+	cut := sample[len(sample)-1].exp
+	sum := 0.0
+	for _, w := range sample {
+		if sum += w.n; sum >= float64(excess) {
+			cut = w.exp
+			break
+		}
+	}
+	forgot := ps.runs.evict(cut, excess)
 	for h, exp := range ps.done {
 		if forgot >= excess {
 			break
@@ -628,10 +716,11 @@ func (s *Store) Mark(ctx context.Context, p dedupe.Partition, key, marker string
 	return s.write(ctx, ps, u, nil)
 }
 
-// Done marks keys done and writes them in one produce round: one record
-// holding the 128-bit hashes of all of them (a key done needs nothing but
-// its hash and its expiry), and a tombstone for each key that had a record
-// of its own (attempts or markers), which the hash now replaces.
+// Done marks keys done and writes them in one produce round: a record of
+// the runs of offsets of the partition's own fallback keys, a record
+// holding the 128-bit hashes of the other keys (a key done needs nothing
+// but its hash and its expiry), and a tombstone for each key that had a
+// record of its own (attempts or markers), which these now replace.
 func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -644,43 +733,88 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 	ps.retry = nil
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
-	hs := make([]keyHash, 0, len(keys))
+	var hs []keyHash
 	var extra []*kgo.Record
 	var seen map[keyHash]struct{}
-	if len(keys) > 1 {
-		seen = make(map[keyHash]struct{}, len(keys))
-	}
+	// The partition's own fallback keys go in a runs record: their
+	// offsets, in order, without repeats.
+	offs := make([]ownKey, 0, len(keys))
 	for _, k := range keys {
 		h := ps.hash(k)
+		if o, ok := ps.ownOffset(h); ok {
+			offs = append(offs, ownKey{o, k})
+			continue
+		}
+		if seen == nil {
+			seen = make(map[keyHash]struct{})
+		}
 		if _, dup := seen[h]; dup {
 			continue
 		}
-		if seen != nil {
-			seen[h] = struct{}{}
-		}
-		if !ps.notDone(h) {
-			if exp, ok := ps.done[h]; ok && exp.live(now) {
-				continue
-			}
+		seen[h] = struct{}{}
+		if exp, ok := ps.doneExp(h); ok && exp.live(now) {
+			continue
 		}
 		if _, ok := ps.m[k]; ok {
 			extra = append(extra, ps.tombstone(recordKey(k)))
 		}
 		hs = append(hs, h)
 	}
-	if len(hs) == 0 {
+	if !slices.IsSortedFunc(offs, ownKey.cmp) {
+		slices.SortFunc(offs, ownKey.cmp)
+	}
+	var runs []offRun
+	for i, ok := range offs {
+		if i > 0 && offs[i-1].o == ok.o {
+			continue
+		}
+		if !ps.notDone(ps.offHash(ok.o)) {
+			if exp, done := ps.runs.get(ok.o); done && exp.live(now) {
+				continue
+			}
+		}
+		if len(ps.m) > 0 {
+			if _, had := ps.m[ok.key]; had {
+				extra = append(extra, ps.tombstone(recordKey(ok.key)))
+			}
+		}
+		if n := len(runs); n > 0 && runs[n-1].hi+1 == ok.o {
+			runs[n-1].hi = ok.o
+		} else {
+			runs = append(runs, offRun{lo: ok.o, hi: ok.o})
+		}
+	}
+	if len(hs) > 0 {
+		ps.seq++
+		extra = append(extra, &kgo.Record{
+			Topic:     ps.changelog,
+			Partition: ps.p.Partition,
+			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+			Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
+		})
+	}
+	if len(runs) > 0 {
+		ps.seq++
+		extra = append(extra, &kgo.Record{
+			Topic:     ps.changelog,
+			Partition: ps.p.Partition,
+			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+			Value:     appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs),
+		})
+	}
+	if len(extra) == 0 {
 		return nil
 	}
-	ps.seq++
-	key := donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)
-	extra = append(extra, &kgo.Record{
-		Topic:     ps.changelog,
-		Partition: ps.p.Partition,
-		Key:       []byte(key),
-		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
-	})
 	return s.write(ctx, ps, nil, extra)
 }
+
+// ownKey is one of the partition's fallback keys and its offset.
+type ownKey struct {
+	o   uint64
+	key string
+}
+
+func (a ownKey) cmp(b ownKey) int { return cmp.Compare(a.o, b.o) }
 
 // Release drops p's entries from memory; the changelog keeps them.
 func (s *Store) Release(p dedupe.Partition) {
@@ -760,6 +894,7 @@ func (ps *partition) drop() {
 	defer ps.mu.Unlock()
 	ps.released = true
 	ps.m, ps.done, ps.pending, ps.batches, ps.dropBatches, ps.retry = nil, nil, nil, nil, nil, nil
+	ps.runs = offRuns{}
 	ps.begun, ps.begunRecs = nil, nil
 }
 
@@ -768,7 +903,7 @@ func (ps *partition) drop() {
 // with Done and its expiry only. Called with ps.mu held.
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	var h keyHash
-	if len(ps.done) > 0 || len(ps.begun) > 0 {
+	if ps.doneLen() > 0 || len(ps.begun) > 0 {
 		h = ps.hash(key)
 	}
 	return s.liveHashed(ps, key, h, now)
@@ -778,12 +913,11 @@ func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 // is not needed: the zero hash while done and begun are empty).
 func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (entry, bool) {
 	if !ps.notDone(h) {
-		if exp, ok := ps.done[h]; ok {
+		if exp, ok := ps.doneExp(h); ok {
 			if exp.live(now) {
 				return entry{done: true, expires: exp.nanos()}, true
 			}
-			delete(ps.done, h)
-			s.expired.Add(1)
+			s.expired.Add(int64(ps.forgetExpired(h, now)))
 		}
 	}
 	e, ok := ps.m[key]
@@ -810,7 +944,7 @@ func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (ent
 // the last sweep, queueing their records for deletion. Called with ps.mu
 // held.
 func (s *Store) sweep(ps *partition, now int64) {
-	if len(ps.m)+len(ps.done) < ps.sweepAt {
+	if len(ps.m)+len(ps.done)+len(ps.runs.r) < ps.sweepAt {
 		return
 	}
 	for k, e := range ps.m {
@@ -826,6 +960,7 @@ func (s *Store) sweep(ps *partition, now int64) {
 			s.expired.Add(1)
 		}
 	}
+	s.expired.Add(int64(ps.runs.expire(now)))
 	for _, rec := range ps.begunRecs {
 		if rec.expires != 0 && rec.expires <= now {
 			ps.forgetBegun(rec)
@@ -838,7 +973,7 @@ func (s *Store) sweep(ps *partition, now int64) {
 			ps.dropBatches[k] = struct{}{}
 		}
 	}
-	ps.sweepAt = max(minSweep, 2*(len(ps.m)+len(ps.done)))
+	ps.sweepAt = max(minSweep, 2*(len(ps.m)+len(ps.done)+len(ps.runs.r)))
 }
 
 // updates are the new entries of one call, in the order of their keys'
