@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"hash/fnv"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,9 @@ func kbatchConfig(env *Env) consumer.Config {
 		Group:      env.Group,
 		Topics:     []string{env.Topic},
 		ClientOpts: []kgo.Opt{kgo.Dialer(env.Wire.DialContext)},
+		// The default, slog.Default(), would print rebalance lines into
+		// the table's output and cost the measured process its writes.
+		Logger: slog.New(slog.DiscardHandler),
 	}
 }
 
