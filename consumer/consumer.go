@@ -297,8 +297,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	<-committerDone
 	c.stopAllWorkers() // anything left (e.g. after a lost session)
 	c.hardCancel()
-	c.restarts.Wait()
-	c.stopAllWorkers() // a fenced partition restarted meanwhile
+	c.restarts.Wait() // a restart seeing stopping set starts nothing
 	ws := c.liveWorkers()
 	if !c.waitWorkers(ws, abandonAfter) {
 		c.abandon(ws)
