@@ -27,9 +27,11 @@ func (s Span) Len() int64 { return max(s.To-s.From, 0) }
 // client that hands over records partition by partition pays one lock per
 // chunk.
 //
-// The checker is also the scenario's clock: the first record starts it and
-// the last expected record stops it, so the rate leaves out group join and
-// client shutdown.
+// The checker is also the scenario's clock: the last expected record stops
+// it; it starts at the client's first Fetch request (ElapsedSince, with the
+// Wire's FirstFetch) or, for a client whose requests are not seen, at the
+// first record. Either way the rate leaves out group join and client
+// shutdown.
 type Checker struct {
 	parts []*partCheck // by partition number; nil for a partition not expected
 	want  int64
@@ -101,6 +103,18 @@ func (c *Checker) Elapsed() time.Duration {
 		last = time.Now().UnixNano()
 	}
 	return time.Duration(last - first)
+}
+
+// ElapsedSince is the time from start to the last expected record (or to
+// now while incomplete), or Elapsed when start is zero or after the first
+// record; zero before the first record.
+func (c *Checker) ElapsedSince(start time.Time) time.Duration {
+	el := c.Elapsed()
+	first := c.firstNano.Load()
+	if start.IsZero() || first == 0 || start.UnixNano() >= first {
+		return el
+	}
+	return el + time.Duration(first-start.UnixNano())
 }
 
 // MarkRecords records the delivery of franz-go records of one partition.

@@ -112,3 +112,29 @@ func TestSubsetSpansSpreadsOverPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckerElapsedSinceCountsFromAnEarlierStart guards the rate's window:
+// from the first Fetch request when there was one before the first record,
+// else from the first record.
+func TestCheckerElapsedSinceCountsFromAnEarlierStart(t *testing.T) {
+	c := NewChecker(map[int32]Span{0: {From: 0, To: 2}})
+	start := time.Now()
+	if c.ElapsedSince(start) != 0 {
+		t.Fatalf("ElapsedSince = %s before the first record, want 0", c.ElapsedSince(start))
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.MarkOne(0, 0, 1)
+	time.Sleep(5 * time.Millisecond)
+	c.MarkOne(0, 1, 1)
+	el := c.Elapsed()
+	since := c.ElapsedSince(start)
+	if since < el+20*time.Millisecond {
+		t.Fatalf("ElapsedSince(a start 20ms before the first record) = %s, Elapsed = %s: want at least 20ms more", since, el)
+	}
+	if got := c.ElapsedSince(time.Time{}); got != el {
+		t.Errorf("ElapsedSince(zero) = %s, want Elapsed %s", got, el)
+	}
+	if got := c.ElapsedSince(time.Now()); got != el {
+		t.Errorf("ElapsedSince(a start after the first record) = %s, want Elapsed %s", got, el)
+	}
+}

@@ -325,7 +325,7 @@ func (r *Report) printTable(w io.Writer) {
 	for _, f := range foot {
 		fmt.Fprintln(w, f)
 	}
-	fmt.Fprintln(w, "records/s and MiB/s run from the first record received to the last (group join and close left out); wall is the whole scenario.")
+	fmt.Fprintln(w, "records/s and MiB/s run from the client's first Fetch request (once it joined) to the last record (group join and close left out); wall is the whole scenario.")
 	fmt.Fprintln(w, "commits: OffsetCommit requests the client wrote, counted on its connections (own: the client's own count, where it differs).")
 	if p.Isolated {
 		fmt.Fprintln(w, "allocs/rec, CPU/rec (user+sys), peak heap (sampled HeapInuse) and peak RSS (VmHWM, the whole process): the scenario's own process, started for each run.")

@@ -168,7 +168,7 @@ func (r *SweepReport) writeMarkdown(w io.Writer, withCommand bool) {
 		fmt.Fprintf(w, "- %s peak RSS, backlog %s ÷ %s: %s ÷ %s = %s (goal ≤ %.2f): %s\n",
 			f.Scenario, f.To, f.From, bytesText(f.ToRSS), bytesText(f.FromRSS), ratioText(f.Ratio), f.Limit, verdict)
 	}
-	fmt.Fprintln(w, "- records/s from the first record received to the last; × raw: the scenario's rate ÷ the raw loop's in the same run (median, and the range over runs); peak RSS: median over runs of the consumer's peak resident set")
+	fmt.Fprintln(w, "- records/s from the client's first Fetch request to the last record; × raw: the scenario's rate ÷ the raw loop's in the same run (median, and the range over runs); peak RSS: median over runs of the consumer's peak resident set")
 	for _, p := range r.Points {
 		for _, s := range p.Report.Scenarios {
 			for _, rr := range s.Runs {

@@ -20,9 +20,10 @@ const (
 // accept a dial function, and none of kafka-go or sarama counts its commits.
 // It reads plaintext Kafka framing only (the bench has no TLS or SASL).
 type Wire struct {
-	commits atomic.Int64
-	fetches atomic.Int64
-	dialer  net.Dialer
+	commits    atomic.Int64
+	fetches    atomic.Int64
+	firstFetch atomic.Int64 // Unix nanoseconds of the first Fetch request; 0 before it
+	dialer     net.Dialer
 }
 
 func newWire() *Wire {
@@ -34,6 +35,16 @@ func (w *Wire) Commits() int64 { return w.commits.Load() }
 
 // Fetches is the number of Fetch requests written.
 func (w *Wire) Fetches() int64 { return w.fetches.Load() }
+
+// FirstFetch is when the client wrote its first Fetch request, or the zero
+// time before it did. A group member fetches only once it has joined and
+// been assigned partitions, so this is where its consuming starts.
+func (w *Wire) FirstFetch() time.Time {
+	if n := w.firstFetch.Load(); n > 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // DialContext dials and wraps the connection; it fits kgo.Dialer and
 // kafka.Dialer.DialFunc.
@@ -90,6 +101,9 @@ func (c *countingConn) scan(b []byte) {
 			c.w.commits.Add(1)
 		case apiFetch:
 			c.w.fetches.Add(1)
+			if c.w.firstFetch.Load() == 0 {
+				c.w.firstFetch.CompareAndSwap(0, time.Now().UnixNano())
+			}
 		}
 		c.skip = max(size-2, 0) // the API key was part of the frame
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 )
 
 // frame builds a request frame: size, API key, then body bytes.
@@ -35,5 +36,28 @@ func TestWireCountsRequestsHoweverWritesSplitThem(t *testing.T) {
 		if w.Commits() != 2 || w.Fetches() != 2 {
 			t.Fatalf("writes of %d bytes: commits %d fetches %d, want 2 and 2", chunk, w.Commits(), w.Fetches())
 		}
+	}
+}
+
+// TestWireFirstFetchStartsTheClock guards the rate's clock: it starts at the
+// first Fetch request, not at other requests, and later fetches leave it.
+func TestWireFirstFetchStartsTheClock(t *testing.T) {
+	w := &Wire{}
+	c := &countingConn{w: w}
+	c.scan(frame(apiOffsetCommit, 10))
+	c.scan(frame(18, 0))
+	if !w.FirstFetch().IsZero() {
+		t.Fatalf("FirstFetch = %v before any Fetch request", w.FirstFetch())
+	}
+	before := time.Now()
+	c.scan(frame(apiFetch, 5))
+	first := w.FirstFetch()
+	if first.Before(before) || first.After(time.Now()) {
+		t.Fatalf("FirstFetch = %v, want between %v and now", first, before)
+	}
+	time.Sleep(2 * time.Millisecond)
+	c.scan(frame(apiFetch, 5))
+	if !w.FirstFetch().Equal(first) {
+		t.Fatalf("a second Fetch moved FirstFetch from %v to %v", first, w.FirstFetch())
 	}
 }
