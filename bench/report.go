@@ -231,20 +231,30 @@ func (r *Report) sideBySide(a, b string) float64 {
 // targets are the performance goals for kbatch's defaults.
 func (r *Report) targets() []Target {
 	goal := func(what, other string, atLeast float64, goal string) Target {
-		v := r.sideBySide("kbatch", other)
-		t := Target{What: what, Value: v, Goal: goal}
-		if v > 0 {
-			met := v >= atLeast
-			t.Met = &met
-		}
-		return t
+		return r.goal(what, "kbatch", other, atLeast, goal)
 	}
 	return []Target{
 		goal("kbatch ÷ franz-go raw loop", rawKey, 0.95, "≥ 0.95"),
 		goal("kbatch ÷ kafka-go", "kafka-go", 1, "> 1 (ahead)"),
 		goal("kbatch ÷ sarama", "sarama", 1, "> 1 (ahead)"),
 		goal("kbatch ÷ per-record sync commit", "franz-sync", 200, "≥ 200"),
+		// What a dedupe store costs: kbatch with it against kbatch
+		// without it, side by side in one run (issue 9).
+		r.goal("memory dedupe store ÷ kbatch", "kbatch-dedupe-mem", "kbatch", 0.85, "≥ 0.85"),
+		r.goal("Kafka dedupe store ÷ kbatch", "kbatch-dedupe-kafka", "kbatch", 0.6, "≥ 0.6"),
 	}
+}
+
+// goal is the target that a's rate, divided by b's in the same run, is at
+// least atLeast.
+func (r *Report) goal(what, a, b string, atLeast float64, goal string) Target {
+	v := r.sideBySide(a, b)
+	t := Target{What: what, Value: v, Goal: goal}
+	if v > 0 {
+		met := v >= atLeast
+		t.Met = &met
+	}
+	return t
 }
 
 // writeJSON writes the report to path.

@@ -108,3 +108,32 @@ func TestGroupDigits(t *testing.T) {
 		}
 	}
 }
+
+// TestDedupeTargetsAreRatiosToKbatch guards the dedupe goals of issue 9: a
+// store's cost is its scenario's rate against kbatch without a store in the
+// same run, not against the raw loop.
+func TestDedupeTargetsAreRatiosToKbatch(t *testing.T) {
+	r := testReport()
+	r.Scenarios = append(r.Scenarios,
+		ScenarioReport{Key: "kbatch-dedupe-mem", Name: "mem", Runs: []RunResult{runAt(1, 81, true), runAt(2, 152, true), runAt(3, 24, true)}},
+		ScenarioReport{Key: "kbatch-dedupe-kafka", Name: "kafka", Runs: []RunResult{runAt(1, 45, true), runAt(2, 95, true), runAt(3, 24, true)}},
+	)
+	r.summarize()
+	find := func(what string) Target {
+		for _, tg := range r.Targets {
+			if tg.What == what {
+				return tg
+			}
+		}
+		t.Fatalf("no target %q in %+v", what, r.Targets)
+		return Target{}
+	}
+	// mem ÷ kbatch per run: 0.9, 0.8, 0.5 -> median 0.8, under 0.85.
+	if mem := find("memory dedupe store ÷ kbatch"); mem.Met == nil || *mem.Met || math.Abs(mem.Value-0.8) > 1e-9 {
+		t.Errorf("memory store target %+v, want 0.8 and not met", mem)
+	}
+	// kafka ÷ kbatch per run: 0.5, 0.5, 0.5 -> 0.5, under 0.6.
+	if k := find("Kafka dedupe store ÷ kbatch"); k.Met == nil || *k.Met || math.Abs(k.Value-0.5) > 1e-9 {
+		t.Errorf("Kafka store target %+v, want 0.5 and not met", k)
+	}
+}
