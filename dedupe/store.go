@@ -60,8 +60,14 @@ func (e Entry) HasMarker(m string) bool {
 //   - A Begin that returned an error may have counted; a store should make
 //     a Begin of the same keys right after it count the delivery once.
 //   - Mark durably adds a marker to one key; Begin returns it later.
-//   - Done durably marks keys done; Begin returns them as done until they
-//     expire.
+//   - Done marks keys done; Begin returns them as done until they
+//     expire. Done may return before the write is durable (the Kafka
+//     store's does, to wait on one round trip per batch), if the store
+//     sees them as done from then on, makes the write durable without
+//     another call, reports a failed write on the next call for p and
+//     writes it again, and waits for it in Release and Close. A crash
+//     before it is durable hands the keys out again: at least once, as a
+//     crash between the handler and Done does.
 //   - Release is called when the partition is revoked or lost; the store
 //     drops what it holds in memory for it. Calls for p after Release fail
 //     with ErrNotAssigned.

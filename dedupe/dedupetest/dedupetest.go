@@ -57,7 +57,8 @@ type Harness struct {
 type Features struct {
 	// FencedWritesFail: once another store's Assign of p returned, every
 	// write (Begin, Mark, Done) for p by the earlier owner returns
-	// dedupe.ErrFenced. Without it such a write may also return nil, as
+	// dedupe.ErrFenced; a Done that returns before its write is
+	// acknowledged may leave that to the next call for p. Without it such a write may also return nil, as
 	// long as no later owner sees it; the suite checks what later owners
 	// see either way.
 	FencedWritesFail bool

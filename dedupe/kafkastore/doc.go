@@ -24,7 +24,14 @@
 // record of its own with its attempts and markers.
 // Every record carries the writer's owner epoch. Records are written with
 // acks=all by an idempotent producer to the exact partition (a manual
-// partitioner), one produce round per Begin, Mark or Done. Options.MaxKeys
+// partitioner), one produce round per Begin, Mark or Done. Begin and Mark
+// return once their records are acknowledged; Done returns once its
+// records are produced, and the next write of the partition (the next
+// batch's Begin) waits for them: the records of one partition are
+// acknowledged in order, so a batch waits on one round trip, not two. A
+// Done whose records failed is reported by that next write, which writes
+// them again; Release and Close wait for the Done records in flight (see
+// rounds.go for the crash windows). Options.MaxKeys
 // bounds the keys held in memory per partition: past it the keys done that
 // expire first are forgotten (Stats.Evicted), at-least-once, never a loss.
 //

@@ -83,6 +83,12 @@ type partition struct {
 	// after it is its retry and writes the same counts, so that a delivery
 	// whose records landed although the call failed is counted once.
 	retry *updates
+
+	// inflight are the Done rounds produced and not yet settled, oldest
+	// first; resend the records of rounds that failed, produced again
+	// ahead of the next write's own (see rounds.go).
+	inflight []*round
+	resend   []*kgo.Record
 }
 
 // begunRec is a record of keys begun for the first time in one Begin.
@@ -591,7 +597,7 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 	s.parts[p] = ps
 	s.mu.Unlock()
 	if prev != nil {
-		prev.drop()
+		_ = prev.drop() // replaced: its writes, if any still land, are under a claim before ours
 	}
 	return nil
 }
@@ -805,7 +811,32 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 	if len(extra) == 0 {
 		return nil
 	}
-	return s.write(ctx, ps, nil, extra)
+	if len(ps.resend) > 0 || len(ps.inflight) >= maxRounds || ps.roundFailed() {
+		// An earlier round failed (this call reports it and writes it
+		// again), or too many are in flight: wait, as any write does.
+		return s.write(ctx, ps, nil, extra)
+	}
+	// The keys are done in memory now, and their records are acknowledged
+	// before the next write's (see rounds.go).
+	for _, r := range extra {
+		s.foldOwn(ps, r, now)
+	}
+	ps.inflight = append(ps.inflight, s.produceRound(extra))
+	return nil
+}
+
+// foldOwn folds a record of this owner's that is not in the log yet: a
+// record of keys done, or the tombstone of a key's own record. Called with
+// ps.mu held.
+func (s *Store) foldOwn(ps *partition, r *kgo.Record, now int64) {
+	if kind := hashSetKind(r.Key); kind != 0 {
+		s.foldHashes(ps, r, kind, now, true)
+		return
+	}
+	if key, isClaim, err := parseKey(r.Key); err == nil && !isClaim && r.Value == nil {
+		delete(ps.m, key)
+		delete(ps.pending, key)
+	}
 }
 
 // ownKey is one of the partition's fallback keys and its offset.
@@ -823,7 +854,10 @@ func (s *Store) Release(p dedupe.Partition) {
 	delete(s.parts, p)
 	s.mu.Unlock()
 	if ps != nil {
-		ps.drop()
+		ps.mu.Lock()
+		s.flush(ps) // it logs what failed
+		ps.mu.Unlock()
+		_ = ps.drop()
 	}
 }
 
@@ -840,9 +874,17 @@ func (s *Store) Close() error {
 	parts := s.parts
 	s.parts = nil
 	s.mu.Unlock()
-	s.cl.Close() // first, so that calls in flight fail fast and free their partitions
+	// The Done rounds in flight land first (bounded: a call in flight may
+	// hold its partition, so they are not waited for one by one).
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	_ = s.cl.Flush(ctx)
+	cancel()
+	s.cl.Close() // then, so that calls in flight fail fast and free their partitions
 	for _, ps := range parts {
-		ps.drop()
+		if err := ps.drop(); err != nil {
+			s.opts.Logger.Warn("kafkastore: keys done could not be written before the store closed; their records are handed out again if they are read again",
+				"partition", ps.p.String(), "err", err)
+		}
 	}
 	return nil
 }
@@ -888,14 +930,29 @@ func (s *Store) partition(p dedupe.Partition) (*partition, error) {
 	return ps, nil
 }
 
-// drop forgets the partition's entries.
-func (ps *partition) drop() {
+// drop forgets the partition's entries. It returns why records of keys
+// done may not be in the log, if a Done round of the partition failed or
+// is still in flight.
+func (ps *partition) drop() error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.released = true
 	ps.m, ps.done, ps.pending, ps.batches, ps.dropBatches, ps.retry = nil, nil, nil, nil, nil, nil
 	ps.runs = offRuns{}
 	ps.begun, ps.begunRecs = nil, nil
+	var err error
+	if len(ps.resend) > 0 {
+		err = errors.New("an earlier write failed")
+	}
+	for _, r := range ps.inflight {
+		if !r.over() {
+			err = errors.New("still in flight")
+		} else if ferr := r.failed(); ferr != nil {
+			err = ferr
+		}
+	}
+	ps.inflight, ps.resend = nil, nil
+	return err
 }
 
 // live returns key's entry unless it is absent or expired; an expired entry
@@ -1059,6 +1116,13 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 		recs = append(recs, ps.tombstone([]byte(k)))
 		dropped = append(dropped, k)
 	}
+	// Records of Done rounds that failed go first, again, and are folded
+	// as extra records are (they were folded when produced, and folding
+	// them twice changes nothing).
+	resent := len(ps.resend)
+	if resent > 0 {
+		extra = append(again(ps.resend), extra...)
+	}
 	recs = append(recs, extra...)
 	if u != nil {
 		for i, k := range u.keys {
@@ -1067,19 +1131,43 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 			}
 		}
 	}
-	if len(recs) == 0 {
+	if len(recs) == 0 && len(ps.inflight) == 0 {
 		return nil
 	}
-	if err := s.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	// Ours are produced at once, then the Done rounds in flight, produced
+	// before them, are waited for: they are acknowledged first.
+	results := make(chan kgo.ProduceResult, len(recs))
+	for _, r := range recs {
+		s.cl.Produce(ctx, r, func(r *kgo.Record, err error) { results <- kgo.ProduceResult{Record: r, Err: err} })
+	}
+	landed, prevErr := ps.settle(ctx)
+	var err error
+	for range recs {
+		if res := <-results; res.Err != nil && err == nil {
+			err = res.Err
+		}
+	}
+	if err == nil && prevErr != nil {
+		err = fmt.Errorf("an earlier Done: %w", prevErr)
+	}
+	if err != nil {
 		// Some records may have landed: the next write finds them in
-		// the gap before its own and reads them back.
+		// the gap before its own and reads them back. Those of a failed
+		// Done round are in ps.resend, for the next write.
 		return closedOr(fmt.Errorf("kafkastore: writing %v to %s: %w", ps.p, ps.changelog, err))
 	}
-	lo, hi := recs[0].Offset, recs[0].Offset
-	for _, r := range recs[1:] {
+	if resent > 0 {
+		ps.resend = nil
+	}
+	all := append(landed, recs...)
+	if len(all) == 0 {
+		return nil
+	}
+	lo, hi := all[0].Offset, all[0].Offset
+	for _, r := range all[1:] {
 		lo, hi = min(lo, r.Offset), max(hi, r.Offset)
 	}
-	if lo == ps.next && hi-lo+1 == int64(len(recs)) {
+	if lo == ps.next && hi-lo+1 == int64(len(all)) {
 		for _, r := range repairs {
 			delete(ps.pending, r.key)
 		}
