@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
 )
 
 // Handler handles one batch. It returns nil when every record of the batch
@@ -44,16 +46,27 @@ type Batch struct {
 
 // recState is what kbatch knows of one record while it is being delivered.
 type recState struct {
-	key       string
-	keyEnd    int // where key ends in the batch's string of keys
-	attempts  int // deliveries that reached the record, this one included
-	uncharged int // deliveries that stopped before the record (FailedAt): in the store's count, not in attempts
+	key       string // "" when byOffset
+	keyEnd    int    // where key ends in the batch's string of keys
+	off       int64  // the record's offset
+	byOffset  bool   // the key is the record's fallback key, given to an OffsetStore as off
+	attempts  int    // deliveries that reached the record, this one included
+	uncharged int    // deliveries that stopped before the record (FailedAt): in the store's count, not in attempts
 	markers   []string
 	done      bool  // handled, dead-lettered, or done in the store
 	skip      bool  // done without a delivery in this batch: counted as skipped
 	copyOf    int32 // 1 + the index of the batch's first record with the same key; 0 if none
 	lastErr   string
 	rejected  error // set by Batch.Reject during the current delivery
+}
+
+// keyIn is the record's key as a string; the record is of topic and
+// partition.
+func (s *recState) keyIn(topic string, partition int32) string {
+	if s.byOffset {
+		return dedupe.OffsetKey(topic, partition, s.off)
+	}
+	return s.key
 }
 
 // Token is the fencing token of this member's ownership of the batch's
@@ -89,7 +102,7 @@ func (b *Batch) Key(i int) string {
 	if b.state == nil {
 		return ""
 	}
-	return b.state[i].key
+	return b.state[i].keyIn(b.Topic, b.Partition)
 }
 
 // Markers returns the steps marked finished for record i by earlier
@@ -131,7 +144,7 @@ func (b *Batch) Mark(ctx context.Context, i int, marker string) error {
 		return nil
 	}
 	if b.w != nil { // nil in a NewTestBatch: no store
-		if err := b.w.c.gate.mark(ctx, b.w.tp, st.key, marker); err != nil {
+		if err := b.w.c.gate.mark(ctx, b.w.tp, st.keyIn(b.Topic, b.Partition), marker); err != nil {
 			return fmt.Errorf("kbatch: Mark %q on %s offset %d: %w", marker, b.w.tp, b.Records[i].Offset, err)
 		}
 	}

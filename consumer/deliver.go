@@ -164,15 +164,27 @@ func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, 
 	st := make([]recState, len(recs))
 	if d := c.cfg.Dedupe; d != nil {
 		// The batch's keys in one string, each record's a slice of it:
-		// one allocation per batch, not one per record.
-		buf := make([]byte, 0, len(recs)*(len(w.tp.Topic)+16))
-		for i, r := range recs {
-			buf = dedupe.AppendKey(buf, r, d.Header, d.Key)
-			st[i].keyEnd = len(buf)
+		// one allocation per batch, not one per record. A store that
+		// takes fallback keys by offset gets them so: no string at all.
+		var buf []byte
+		if c.gate.offs != nil {
+			for i, r := range recs {
+				var given bool
+				buf, given = dedupe.AppendGivenKey(buf, r, d.Header, d.Key)
+				st[i].keyEnd, st[i].off, st[i].byOffset = len(buf), r.Offset, !given
+			}
+		} else {
+			buf = make([]byte, 0, len(recs)*(len(w.tp.Topic)+16))
+			for i, r := range recs {
+				buf = dedupe.AppendKey(buf, r, d.Header, d.Key)
+				st[i].keyEnd, st[i].off = len(buf), r.Offset
+			}
 		}
-		all, from := string(buf), 0
-		for i := range st {
-			st[i].key, from = all[from:st[i].keyEnd], st[i].keyEnd
+		if len(buf) > 0 {
+			all, from := string(buf), 0
+			for i := range st {
+				st[i].key, from = all[from:st[i].keyEnd], st[i].keyEnd
+			}
 		}
 		// What the store knows: attempts so far, markers, done. Read only:
 		// nothing is counted for records that are not delivered.
@@ -235,7 +247,7 @@ func markCopies(st []recState) {
 	}
 	var first map[string]int32
 	for i := range st {
-		if st[i].done || dedupe.IsOffsetKey(st[i].key) {
+		if st[i].done || st[i].byOffset || dedupe.IsOffsetKey(st[i].key) {
 			continue // fallback keys are distinct within a partition
 		}
 		if first == nil {

@@ -17,7 +17,8 @@ import (
 // begin), records progress (mark) and completion (markDone). Without Dedupe
 // the same calls keep the counts in memory.
 type gate struct {
-	cfg   *Dedupe // nil without Dedupe
+	cfg   *Dedupe            // nil without Dedupe
+	offs  dedupe.OffsetStore // cfg.Store if it takes fallback keys by offset, else nil
 	stats *counters
 
 	// mu guards leases. A partition's lease serializes its store Assign
@@ -34,7 +35,84 @@ type storeLease struct {
 }
 
 func newGate(cfg *Dedupe, stats *counters) *gate {
-	return &gate{cfg: cfg, stats: stats, leases: make(map[offsets.Partition]*storeLease)}
+	g := &gate{cfg: cfg, stats: stats, leases: make(map[offsets.Partition]*storeLease)}
+	if cfg != nil {
+		g.offs, _ = cfg.Store.(dedupe.OffsetStore)
+	}
+	return g
+}
+
+// gateBufs are a worker's slices for the gate's calls, reused from batch
+// to batch: the worker's goroutine only.
+type gateBufs struct {
+	keys    []string
+	offs    []int64
+	entries []dedupe.Entry
+}
+
+// callKeys returns the keys of the records st[i] for i in idx (every
+// record of st when idx is nil), leaving out those skip reports, in the
+// worker's reused slices: for an OffsetStore, "" and the offset for a
+// record whose key is its fallback key. The slices hold until the next
+// callKeys.
+func (g *gate) callKeys(w *worker, st []recState, idx []int, skip func(*recState) bool) ([]string, []int64) {
+	b := &w.gateBuf
+	b.keys, b.offs = b.keys[:0], b.offs[:0]
+	add := func(s *recState) {
+		if skip != nil && skip(s) {
+			return
+		}
+		b.keys = append(b.keys, s.key) // "" when byOffset, which only an OffsetStore gets
+		if g.offs != nil {
+			b.offs = append(b.offs, s.off)
+		}
+	}
+	if idx == nil {
+		for i := range st {
+			add(&st[i])
+		}
+	} else {
+		for _, i := range idx {
+			add(&st[i])
+		}
+	}
+	return b.keys, b.offs
+}
+
+// entriesFor returns the worker's reused slice of n entries, zeroed.
+func (b *gateBufs) entriesFor(n int) []dedupe.Entry {
+	if cap(b.entries) < n {
+		b.entries = make([]dedupe.Entry, n)
+	}
+	b.entries = b.entries[:n]
+	clear(b.entries)
+	return b.entries
+}
+
+// lookupCall is Lookup, through LookupOffsets for an OffsetStore.
+func (g *gate) lookupCall(w *worker, keys []string, offs []int64) ([]dedupe.Entry, error) {
+	if g.offs == nil {
+		return g.cfg.Store.Lookup(w.ctx, w.tp, keys)
+	}
+	out := w.gateBuf.entriesFor(len(keys))
+	return out, g.offs.LookupOffsets(w.ctx, w.tp, keys, offs, out)
+}
+
+// beginCall is Begin, through BeginOffsets for an OffsetStore.
+func (g *gate) beginCall(w *worker, keys []string, offs []int64) ([]dedupe.Entry, error) {
+	if g.offs == nil {
+		return g.cfg.Store.Begin(w.ctx, w.tp, keys)
+	}
+	out := w.gateBuf.entriesFor(len(keys))
+	return out, g.offs.BeginOffsets(w.ctx, w.tp, keys, offs, out)
+}
+
+// doneCall is Done, through DoneOffsets for an OffsetStore.
+func (g *gate) doneCall(w *worker, keys []string, offs []int64) error {
+	if g.offs == nil {
+		return g.cfg.Store.Done(w.ctx, w.tp, keys)
+	}
+	return g.offs.DoneOffsets(w.ctx, w.tp, keys, offs)
 }
 
 func (g *gate) lease(tp offsets.Partition) *storeLease {
@@ -134,12 +212,9 @@ func (g *gate) recover(w *worker) bool {
 // and done. It retries a failing store and reports false when the worker
 // must stop.
 func (g *gate) lookup(w *worker, st []recState) bool {
-	keys := make([]string, len(st))
-	for i := range st {
-		keys[i] = st[i].key
-	}
+	keys, offs := g.callKeys(w, st, nil, nil)
 	return w.retry("dedupe store lookup", &g.stats.storeErrors, w.refused, func() error {
-		entries, err := g.cfg.Store.Lookup(w.ctx, w.tp, keys)
+		entries, err := g.lookupCall(w, keys, offs)
 		if err != nil {
 			return err
 		}
@@ -166,12 +241,9 @@ func (g *gate) begin(w *worker, st []recState, idx []int) bool {
 		}
 		return true
 	}
-	keys := make([]string, len(idx))
-	for k, i := range idx {
-		keys[k] = st[i].key
-	}
+	keys, offs := g.callKeys(w, st, idx, nil)
 	return w.retry("dedupe store begin", &g.stats.storeErrors, w.refused, func() error {
-		entries, err := g.cfg.Store.Begin(w.ctx, w.tp, keys)
+		entries, err := g.beginCall(w, keys, offs)
 		if err != nil {
 			return err
 		}
@@ -193,15 +265,10 @@ func (g *gate) begin(w *worker, st []recState, idx []int) bool {
 // rejected (the dead-letter path records them).
 func (g *gate) markDone(w *worker, st []recState, idx []int) bool {
 	if g.cfg != nil {
-		keys := make([]string, 0, len(idx))
-		for _, i := range idx {
-			if !st[i].done && st[i].rejected == nil {
-				keys = append(keys, st[i].key)
-			}
-		}
+		keys, offs := g.callKeys(w, st, idx, func(s *recState) bool { return s.done || s.rejected != nil })
 		if len(keys) > 0 {
 			ok := w.retry("dedupe store done", &g.stats.storeErrors, w.refused, func() error {
-				return g.cfg.Store.Done(w.ctx, w.tp, keys)
+				return g.doneCall(w, keys, offs)
 			})
 			if !ok {
 				return false
@@ -219,7 +286,7 @@ func (g *gate) markDone(w *worker, st []recState, idx []int) bool {
 // markOneDone records one record done (after it was dead-lettered).
 func (g *gate) markOneDone(w *worker, s *recState) bool {
 	if g.cfg != nil && !s.done {
-		keys := []string{s.key}
+		keys := []string{s.keyIn(w.tp.Topic, w.tp.Partition)}
 		ok := w.retry("dedupe store done", &g.stats.storeErrors, w.refused, func() error {
 			return g.cfg.Store.Done(w.ctx, w.tp, keys)
 		})

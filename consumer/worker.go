@@ -43,7 +43,8 @@ type worker struct {
 	keys         *keyLanes
 	reseq        *resequencer
 	lane         *keyLanes
-	storeRefusal error // the dedupe store's refusal of the last gate call; the worker's goroutine only
+	storeRefusal error    // the dedupe store's refusal of the last gate call; the worker's goroutine only
+	gateBuf      gateBufs // reused by the gate's calls; the worker's goroutine only
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody

@@ -12,3 +12,7 @@ var ErrFenced = errors.New("dedupe: partition claimed by a newer owner")
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("dedupe: store closed")
+
+// ErrKeyLengths is returned by an OffsetStore call whose keys, offsets and
+// entries are not equally long.
+var ErrKeyLengths = errors.New("dedupe: keys, offsets and entries of different lengths")

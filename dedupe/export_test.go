@@ -9,10 +9,15 @@ func (b *MemoryBackend) InjectMalformed(p Partition, key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	mp := b.part(p)
-	if old := mp.keys[key]; old != nil {
+	r := mp.ref(key)
+	if old := mp.entry(r); old != nil {
 		mp.remove(old)
 	}
-	me := &memEntry{key: key, e: Entry{Attempts: -1, Expires: time.Now().Add(100 * 365 * 24 * time.Hour)}}
-	mp.keys[key] = me
+	me := &memEntry{key: key, off: r.off, isOff: r.isOff, e: Entry{Attempts: -1, Expires: time.Now().Add(100 * 365 * 24 * time.Hour)}}
+	if r.isOff {
+		mp.offs[r.off] = me
+	} else {
+		mp.keys[key] = me
+	}
 	mp.pushNewest(me)
 }

@@ -39,12 +39,24 @@ func KeyOf(r *kgo.Record, header string, fn KeyFunc) string {
 // AppendKey appends the key KeyOf returns for r to dst. The consumer
 // gathers a batch's keys in one buffer with it.
 func AppendKey(dst []byte, r *kgo.Record, header string, fn KeyFunc) []byte {
+	dst, ok := AppendGivenKey(dst, r, header, fn)
+	if ok {
+		return dst
+	}
+	return appendOffsetKey(dst, r.Topic, r.Partition, r.Offset)
+}
+
+// AppendGivenKey appends r's key to dst as AppendKey does, if fn or the
+// header gives one; ok false means r's key is its fallback key, OffsetKey,
+// and dst is returned as it was. A consumer talking to an OffsetStore
+// gives such a key by its offset rather than building it.
+func AppendGivenKey(dst []byte, r *kgo.Record, header string, fn KeyFunc) (_ []byte, ok bool) {
 	if fn != nil {
 		if k, ok := fn(r); ok && k != "" {
 			if k[0] == 0 {
 				dst = append(dst, 0)
 			}
-			return append(dst, k...)
+			return append(dst, k...), true
 		}
 	}
 	if header == "" {
@@ -55,10 +67,10 @@ func AppendKey(dst []byte, r *kgo.Record, header string, fn KeyFunc) []byte {
 			if h.Value[0] == 0 {
 				dst = append(dst, 0)
 			}
-			return append(dst, h.Value...)
+			return append(dst, h.Value...), true
 		}
 	}
-	return appendOffsetKey(dst, r.Topic, r.Partition, r.Offset)
+	return dst, false
 }
 
 // OffsetKey is the fallback key of a record without an idempotency key:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -80,8 +81,9 @@ func NewMemoryBackend() *MemoryBackend {
 // memPart is one partition's entries, kept in a list ordered by last write
 // (oldest first) so that eviction and expiry pop from the front.
 type memPart struct {
-	epoch          uint64 // bumped by each Assign; writes need the writer's epoch to be the current one
-	keys           map[string]*memEntry
+	epoch          uint64               // bumped by each Assign; writes need the writer's epoch to be the current one
+	keys           map[string]*memEntry // the keys with an entry of their own, fallback keys apart
+	offs           map[int64]*memEntry  // the fallback keys with an entry of their own, by offset
 	oldest, newest *memEntry
 
 	// The partition's fallback keys that need no entry of their own: done,
@@ -92,6 +94,8 @@ type memPart struct {
 
 type memEntry struct {
 	key          string
+	off          int64 // the offset of a fallback key (isOff)
+	isOff        bool
 	call         uint64 // the backend call that last counted it
 	e            Entry  // Markers is owned by the backend, never handed out
 	written      time.Time
@@ -101,11 +105,49 @@ type memEntry struct {
 func (b *MemoryBackend) part(p Partition) *memPart {
 	mp := b.parts[p]
 	if mp == nil {
-		mp = &memPart{keys: make(map[string]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0)}
+		mp = &memPart{keys: make(map[string]*memEntry), offs: make(map[int64]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0)}
 		mp.offPrefix = mp.offPrefix[:len(mp.offPrefix)-1] // up to the offset
 		b.parts[p] = mp
 	}
 	return mp
+}
+
+// keyRef is a key as a call gives it: a string, or for the partition's
+// fallback keys their offset (the string is then built only if the key
+// needs an entry of its own, and may be empty until then).
+type keyRef struct {
+	key   string
+	off   int64
+	isOff bool
+}
+
+// ref is the reference of key given as a string.
+func (mp *memPart) ref(key string) keyRef {
+	if o, ok := offsetOf(key, mp.offPrefix); ok {
+		return keyRef{key: key, off: o, isOff: true}
+	}
+	return keyRef{key: key}
+}
+
+// refAt is the reference of keys[i] of a call; offsets is nil for a call
+// of Store, else keys[i] == "" stands for the fallback key of offsets[i]
+// (see OffsetStore).
+func (mp *memPart) refAt(keys []string, offsets []int64, i int) keyRef {
+	if offsets != nil && keys[i] == "" {
+		return keyRef{off: offsets[i], isOff: true}
+	}
+	return mp.ref(keys[i])
+}
+
+// entry returns the entry of a key, nil if it has none of its own.
+func (mp *memPart) entry(r keyRef) *memEntry {
+	if r.isOff {
+		if len(mp.offs) == 0 {
+			return nil
+		}
+		return mp.offs[r.off]
+	}
+	return mp.keys[r.key]
 }
 
 func (mp *memPart) unlink(me *memEntry) {
@@ -134,7 +176,11 @@ func (mp *memPart) pushNewest(me *memEntry) {
 
 func (mp *memPart) remove(me *memEntry) {
 	mp.unlink(me)
-	delete(mp.keys, me.key)
+	if me.isOff {
+		delete(mp.offs, me.off)
+	} else {
+		delete(mp.keys, me.key)
+	}
 	*me = memEntry{} // its slot in the slab keeps neither the key nor the markers alive
 }
 
@@ -227,26 +273,45 @@ func (m *Memory) Assign(ctx context.Context, p Partition) error {
 // Lookup returns the entries of keys as they are, in the order of keys; an
 // unknown or expired key is the zero Entry. It writes nothing.
 func (m *Memory) Lookup(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
-	if err := ctx.Err(); err != nil {
+	out := make([]Entry, len(keys))
+	if err := m.lookupKeys(ctx, p, keys, nil, out); err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// LookupOffsets is Lookup of keys where "" stands for the fallback key of
+// the offset at the same index (see OffsetStore), into out.
+func (m *Memory) LookupOffsets(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error {
+	if err := checkOffsetCall(keys, offsets, out, true); err != nil {
+		return err
+	}
+	return m.lookupKeys(ctx, p, keys, offsets, out)
+}
+
+func (m *Memory) lookupKeys(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	m.b.mu.Lock()
 	defer m.b.mu.Unlock()
 	mp, err := m.writable(p)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	now := m.now()
 	m.expireOldest(mp, now)
-	out := make([]Entry, len(keys))
-	for i, k := range keys {
-		if me := m.lookup(p, mp, k, now); me != nil {
+	for i := range keys {
+		r := mp.refAt(keys, offsets, i)
+		if me := m.lookup(p, mp, r, now); me != nil {
 			out[i] = copyEntry(me.e)
-		} else if o, ok := offsetOf(k, mp.offPrefix); ok {
-			out[i] = m.spanEntry(mp, o)
+		} else if r.isOff {
+			out[i] = m.spanEntry(mp, r.off)
+		} else {
+			out[i] = Entry{}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // spanEntry is the entry of offset o's fallback key held in a span, or the
@@ -264,21 +329,20 @@ func (m *Memory) spanEntry(mp *memPart, o int64) Entry {
 // entryFor returns key's map entry for a write, moving a fallback key out
 // of its span first (its state seeds the entry); nil when key has neither.
 // Called with b.mu held.
-func (m *Memory) entryFor(p Partition, mp *memPart, key string, now time.Time) *memEntry {
-	if me := m.lookup(p, mp, key, now); me != nil {
+func (m *Memory) entryFor(p Partition, mp *memPart, r keyRef, now time.Time) *memEntry {
+	if me := m.lookup(p, mp, r, now); me != nil {
 		return me
 	}
-	o, ok := offsetOf(key, mp.offPrefix)
-	if !ok {
+	if !r.isOff {
 		return nil
 	}
-	e := m.spanEntry(mp, o)
+	e := m.spanEntry(mp, r.off)
 	if !e.Done && e.Attempts == 0 {
 		return nil
 	}
-	mp.done.remove(o)
-	mp.begun.remove(o)
-	me := m.write(mp, nil, key, now)
+	mp.done.remove(r.off)
+	mp.begun.remove(r.off)
+	me := m.write(mp, nil, r, now)
 	me.e.Attempts, me.e.Done = e.Attempts, e.Done
 	return me
 }
@@ -287,30 +351,47 @@ func (m *Memory) entryFor(p Partition, mp *memPart, key string, now time.Time) *
 // per call (a key given twice in one call is one delivery), and returns the
 // entries in the order of keys.
 func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry, error) {
-	if err := ctx.Err(); err != nil {
+	out := make([]Entry, len(keys))
+	if err := m.beginKeys(ctx, p, keys, nil, out); err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// BeginOffsets is Begin of keys where "" stands for the fallback key of
+// the offset at the same index (see OffsetStore), into out.
+func (m *Memory) BeginOffsets(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error {
+	if err := checkOffsetCall(keys, offsets, out, true); err != nil {
+		return err
+	}
+	return m.beginKeys(ctx, p, keys, offsets, out)
+}
+
+func (m *Memory) beginKeys(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	m.b.mu.Lock()
 	defer m.b.mu.Unlock()
 	mp, err := m.writable(p)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
-	out := make([]Entry, len(keys))
-	for i, k := range keys {
-		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
+	for i := range keys {
+		r := mp.refAt(keys, offsets, i)
+		if r.isOff && mp.entry(r) == nil {
 			// A fallback key without an entry: in a span if it is new,
 			// done, or begun in this very call.
-			if j := mp.done.find(o); j >= 0 {
+			if j := mp.done.find(r.off); j >= 0 {
 				out[i] = Entry{Done: true, Expires: mp.done.s[j].written.Add(m.maxAge)}
 				continue
 			}
-			j := mp.begun.find(o)
+			j := mp.begun.find(r.off)
 			if j < 0 {
-				mp.begun.add(o, call, now)
+				mp.begun.add(r.off, call, now)
 				out[i] = Entry{Attempts: 1, Expires: now.Add(m.maxAge)}
 				continue
 			}
@@ -319,19 +400,19 @@ func (m *Memory) Begin(ctx context.Context, p Partition, keys []string) ([]Entry
 				continue
 			}
 		}
-		me := m.entryFor(p, mp, k, now)
+		me := m.entryFor(p, mp, r, now)
 		if me != nil && (me.e.Done || me.call == call) {
 			out[i] = copyEntry(me.e)
 			continue
 		}
-		me = m.write(mp, me, k, now)
+		me = m.write(mp, me, r, now)
 		me.e.Attempts++
 		me.call = call
 		out[i] = copyEntry(me.e)
 	}
 	m.expireOldest(mp, now)
 	m.trim()
-	return out, nil
+	return nil
 }
 
 // Mark adds marker to key's markers unless it is there already.
@@ -349,11 +430,12 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 		return err
 	}
 	now := m.now()
-	me := m.entryFor(p, mp, key, now)
+	r := mp.ref(key)
+	me := m.entryFor(p, mp, r, now)
 	if me != nil && me.e.HasMarker(marker) {
 		return nil
 	}
-	me = m.write(mp, me, key, now)
+	me = m.write(mp, me, r, now)
 	me.e.Markers = append(me.e.Markers, marker)
 	m.expireOldest(mp, now)
 	m.trim()
@@ -362,6 +444,19 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 
 // Done marks keys done.
 func (m *Memory) Done(ctx context.Context, p Partition, keys []string) error {
+	return m.doneKeys(ctx, p, keys, nil)
+}
+
+// DoneOffsets is Done of keys where "" stands for the fallback key of the
+// offset at the same index (see OffsetStore).
+func (m *Memory) DoneOffsets(ctx context.Context, p Partition, keys []string, offsets []int64) error {
+	if err := checkOffsetCall(keys, offsets, nil, false); err != nil {
+		return err
+	}
+	return m.doneKeys(ctx, p, keys, offsets)
+}
+
+func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offsets []int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -374,19 +469,20 @@ func (m *Memory) Done(ctx context.Context, p Partition, keys []string) error {
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
-	for _, k := range keys {
-		if o, ok := offsetOf(k, mp.offPrefix); ok && mp.keys[k] == nil {
-			if mp.done.find(o) < 0 {
-				mp.begun.remove(o)
-				mp.done.add(o, call, now)
+	for i := range keys {
+		r := mp.refAt(keys, offsets, i)
+		if r.isOff && mp.entry(r) == nil {
+			if mp.done.find(r.off) < 0 {
+				mp.begun.remove(r.off)
+				mp.done.add(r.off, call, now)
 			}
 			continue
 		}
-		me := m.lookup(p, mp, k, now)
+		me := m.lookup(p, mp, r, now)
 		if me != nil && me.e.Done {
 			continue
 		}
-		me = m.write(mp, me, k, now)
+		me = m.write(mp, me, r, now)
 		me.e.Done = true
 	}
 	m.expireOldest(mp, now)
@@ -418,7 +514,7 @@ func (m *Memory) Stats() MemoryStats {
 	keys := 0
 	for p, epoch := range m.owned {
 		if mp := m.b.parts[p]; mp != nil && mp.epoch == epoch {
-			keys += len(mp.keys) + mp.done.n + mp.begun.n
+			keys += len(mp.keys) + len(mp.offs) + mp.done.n + mp.begun.n
 		}
 	}
 	return MemoryStats{Keys: keys, Malformed: m.malformed, Evicted: m.evicted, Expired: m.expired}
@@ -443,8 +539,8 @@ func (m *Memory) writable(p Partition) (*memPart, error) {
 
 // lookup returns key's live entry or nil, dropping it first if it is
 // expired or malformed. Called with b.mu held.
-func (m *Memory) lookup(p Partition, mp *memPart, key string, now time.Time) *memEntry {
-	me := mp.keys[key]
+func (m *Memory) lookup(p Partition, mp *memPart, r keyRef, now time.Time) *memEntry {
+	me := mp.entry(r)
 	if me == nil || !m.check(p, mp, me, now) {
 		return nil
 	}
@@ -468,14 +564,21 @@ func (m *Memory) check(p Partition, mp *memPart, me *memEntry, now time.Time) bo
 	return true
 }
 
-// write prepares me (or a new entry for key when me is nil) for a write at
+// write prepares me (or a new entry for the key r when me is nil) for a write at
 // now: it becomes the newest entry and expires MaxAge from now. The caller
 // then changes the entry. Called with b.mu held.
-func (m *Memory) write(mp *memPart, me *memEntry, key string, now time.Time) *memEntry {
+func (m *Memory) write(mp *memPart, me *memEntry, r keyRef, now time.Time) *memEntry {
 	if me == nil {
 		me = m.b.newEntry()
-		me.key = key
-		mp.keys[key] = me
+		me.key, me.off, me.isOff = r.key, r.off, r.isOff
+		if r.isOff {
+			if me.key == "" {
+				me.key = mp.offPrefix + strconv.FormatInt(r.off, 10)
+			}
+			mp.offs[r.off] = me
+		} else {
+			mp.keys[r.key] = me
+		}
 	} else {
 		mp.unlink(me)
 	}
@@ -525,7 +628,9 @@ func (m *Memory) trim() {
 }
 
 // entries is how many entries mp holds against MaxKeys.
-func (mp *memPart) entries() int { return len(mp.keys) + len(mp.done.s) + len(mp.begun.s) }
+func (mp *memPart) entries() int {
+	return len(mp.keys) + len(mp.offs) + len(mp.done.s) + len(mp.begun.s)
+}
 
 // oldestWrite is the time of mp's least recently written entry or span.
 func (mp *memPart) oldestWrite() (time.Time, bool) {

@@ -82,3 +82,38 @@ type Store interface {
 	Release(p Partition)
 	Close() error
 }
+
+// OffsetStore is a Store that also takes a partition's fallback keys
+// (OffsetKey) as offsets, so that kbatch neither builds their strings nor
+// the store parses them back, and a batch of consecutive offsets is one
+// span of the store's. kbatch's consumer uses these calls when its store
+// implements them, and the calls of Store otherwise; third-party stores
+// need not implement them.
+//
+// Contract, besides Store's (the conformance suite checks it when the
+// store implements OffsetStore):
+//   - keys[i] == "" stands for OffsetKey(p.Topic, p.Partition, offsets[i]);
+//     any other keys[i] is the key itself, as in Store's calls (a fallback
+//     key given as a string included), and offsets[i] is ignored for it.
+//     offsets is as long as keys.
+//   - A key is the same key whichever way it is given: Begin of it by
+//     offset then Lookup of its OffsetKey string sees the count, and so on.
+//   - LookupOffsets and BeginOffsets write the entries into out (as long as
+//     keys) instead of returning a new slice; otherwise they are Lookup and
+//     Begin. DoneOffsets is Done.
+//   - A call whose slices' lengths differ fails with ErrKeyLengths.
+type OffsetStore interface {
+	Store
+	LookupOffsets(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error
+	BeginOffsets(ctx context.Context, p Partition, keys []string, offsets []int64, out []Entry) error
+	DoneOffsets(ctx context.Context, p Partition, keys []string, offsets []int64) error
+}
+
+// checkOffsetCall checks the lengths of an OffsetStore call's slices: out
+// too when withOut.
+func checkOffsetCall(keys []string, offsets []int64, out []Entry, withOut bool) error {
+	if len(offsets) != len(keys) || withOut && len(out) != len(keys) {
+		return ErrKeyLengths
+	}
+	return nil
+}

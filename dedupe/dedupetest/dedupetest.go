@@ -96,6 +96,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness, f Features) {
 		{"a store refused a partition gets it back with Assign and sees the latest state", refusedPartitionRecovers},
 		{"entries written by a newer version are read with the fields this version knows", forwardCompatible},
 		{"a bounded store forgets the oldest keys first and counts them", boundedMemory},
+		{"an OffsetStore's fallback keys given by offset are the keys of their strings", offsetKeysAreTheirStrings},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
