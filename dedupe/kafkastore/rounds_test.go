@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/dedupe"
@@ -189,5 +190,21 @@ func TestCloseWritesDoneInFlight(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantDoneAfterLoad(t, ctx, c, p, keys)
+	}
+}
+
+// TestStoreClientDoesNotLinger guards the Done rounds' latency: they are
+// produced without ProduceSync, so a client lingering (kgo's default is
+// 10ms) held each Done's records that long before sending them, and the
+// next batch's Begin waited for them.
+func TestStoreClientDoesNotLinger(t *testing.T) {
+	s, err := New(Options{Brokers: []string{"127.0.0.1:1"}, Group: "g",
+		ClientOpts: []kgo.Opt{kgo.ProducerLinger(50 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.cl.OptValue(kgo.ProducerLinger); got != time.Duration(0) {
+		t.Fatalf("the store's client lingers %v, want 0", got)
 	}
 }

@@ -480,6 +480,10 @@ func New(opts Options) (*Store, error) {
 		kgo.SeedBrokers(opts.Brokers...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Every write is sent at once: a Done's records are produced
+		// without ProduceSync, which is what skips the linger (10ms by
+		// default) for the records it is given.
+		kgo.ProducerLinger(0),
 	)
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
