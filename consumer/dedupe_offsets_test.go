@@ -153,3 +153,46 @@ func TestFallbackKeysGoToAnOffsetStoreByOffset(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendToRecordsLeavesTheBatchAlone guards the tracked path's Records
+// being a copy for each delivery (handing out the batch's own slice, to
+// save the copy, failed it): a handler that reuses Batch.Records (an
+// append to a shorter slice of it, a filter in place) must not overwrite
+// the records a retry hands out.
+func TestAppendToRecordsLeavesTheBatchAlone(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	kafkatest.Produce(t, brokers, topic, 6, func(i int) []byte { return []byte{byte('a' + i)} })
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 6, MaxWait: 5 * time.Second}
+	cfg.Dedupe = &Dedupe{Store: dedupe.NewMemory(dedupe.MemoryOptions{})}
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+	cfg.Commit = offsets.Policy{Interval: 10 * time.Millisecond}
+	var mu sync.Mutex
+	got := map[int64]string{}
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range b.Records {
+			got[r.Offset] = string(r.Value)
+		}
+		if len(b.Records) > 1 {
+			// The first three handled, then a failure at the fourth,
+			// after scribbling past the end of Records[:3].
+			_ = append(b.Records[:3], &kgo.Record{Offset: 99, Value: []byte("forged")})
+			return &PartialError{Index: 3, Err: errors.New("fourth fails once")}
+		}
+		return nil
+	})
+	waitCommitted(t, brokers, cfg.Group, topic, 6)
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for o := int64(0); o < 6; o++ {
+		if want := string([]byte{byte('a' + o)}); got[o] != want {
+			t.Errorf("offset %d handed out as %q, want %q (all: %v)", o, got[o], want, got)
+		}
+	}
+}
