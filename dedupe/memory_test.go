@@ -2,6 +2,7 @@ package dedupe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -318,4 +319,53 @@ func BenchmarkMemoryFallbackBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
+}
+
+// BenchmarkMemoryBatch is the memory store's cost per record of a batch of
+// first deliveries keyed by offset (Lookup, Begin, Done), the keys given as
+// OffsetKey strings (any Store; building them is not timed) or by offset
+// (OffsetStore).
+func BenchmarkMemoryBatch(b *testing.B) {
+	const batch = 1000
+	p := dedupe.Partition{Topic: "orders", Partition: 3}
+	for _, byOffset := range []bool{false, true} {
+		name := "strings"
+		if byOffset {
+			name = "offsets"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			s := dedupe.NewMemory(dedupe.MemoryOptions{})
+			if err := s.Assign(ctx, p); err != nil {
+				b.Fatal(err)
+			}
+			keys := make([]string, batch)
+			offs := make([]int64, batch)
+			out := make([]dedupe.Entry, batch)
+			b.ReportAllocs()
+			next := int64(0)
+			for b.Loop() {
+				b.StopTimer() // the strings are the caller's cost: the store's calls alone are timed
+				for i := range keys {
+					offs[i] = next + int64(i)
+					if !byOffset {
+						keys[i] = dedupe.OffsetKey(p.Topic, p.Partition, offs[i])
+					}
+				}
+				b.StartTimer()
+				next += batch
+				var err error
+				if byOffset {
+					err = errors.Join(s.LookupOffsets(ctx, p, keys, offs, out), s.BeginOffsets(ctx, p, keys, offs, out), s.DoneOffsets(ctx, p, keys, offs))
+				} else {
+					_, err1 := s.Lookup(ctx, p, keys)
+					_, err2 := s.Begin(ctx, p, keys)
+					err = errors.Join(err1, err2, s.Done(ctx, p, keys))
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
