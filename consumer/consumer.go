@@ -220,10 +220,17 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	c.cl = cl
 	c.flow.cl = cl
 	// A FetchMaxBytes given in ClientOpts is the user's choice: kbatch
-	// then leaves the fetch size alone.
+	// then leaves the fetch size alone, and a partition's share
+	// is what kgo's default would give with that FetchMaxBytes (unless
+	// ClientOpts set it too), not the small size kbatch starts with.
 	if v := reflect.ValueOf(cl.OptValue(kgo.FetchMaxBytes)); v.CanInt() && int32(v.Int()) != c.flow.fetchBytes.Load() {
+		initialPart := c.flow.initialPartBytes()
 		c.flow.fixed = true
 		c.flow.fetchBytes.Store(int32(v.Int()))
+		part := reflect.ValueOf(cl.OptValue(kgo.FetchMaxPartitionBytes))
+		if part.CanInt() && int32(part.Int()) == initialPart {
+			cl.UpdateFetchMaxBytes(int32(v.Int()), min(int32(v.Int()), maxPartFetchBytes))
+		}
 	}
 	if cfg.DeadLetter != nil {
 		c.deadLetters = newDeadLetterWriter(cfg.DeadLetter, cfg.Topics, cl)

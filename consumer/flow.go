@@ -113,9 +113,15 @@ func (f *flow) clientOpts() []kgo.Opt {
 	fb := f.fetchBytes.Load()
 	return []kgo.Opt{
 		kgo.FetchMaxBytes(fb),
-		kgo.FetchMaxPartitionBytes(min(fb, maxPartFetchBytes)),
+		kgo.FetchMaxPartitionBytes(f.initialPartBytes()),
 		kgo.WithHooks(f),
 	}
+}
+
+// initialPartBytes is the FetchMaxPartitionBytes the client starts with.
+// Called before the first adjustFetch only.
+func (f *flow) initialPartBytes() int32 {
+	return min(f.fetchBytes.Load(), maxPartFetchBytes)
 }
 
 // OnFetchBatchRead implements kgo.HookFetchBatchRead: it counts the bytes

@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,4 +182,44 @@ func (f *flow) debugState() string {
 		}
 	}
 	return out
+}
+
+// A FetchMaxBytes of the user's is left alone, and the partition share goes
+// with it: kgo's default (1 MiB, or FetchMaxBytes when smaller), not the 64
+// KiB kbatch starts with before it knows the compression ratio. Left at 64
+// KiB, a user's 50 MiB fetch brought ~2 MB a request at 1024 partitions.
+// A FetchMaxPartitionBytes of the user's is kept too.
+func TestUserFetchMaxBytesKeepsKgosPartitionShare(t *testing.T) {
+	h := func(context.Context, *Batch) error { return nil }
+	base := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"}, Logger: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		name        string
+		opts        []kgo.Opt
+		wantFetch   int32
+		wantPart    int32
+		wantAdjusts bool
+	}{
+		{"defaults", nil, minFetchBytes, minFetchBytes, true},
+		{"FetchMaxBytes 50 MiB", []kgo.Opt{kgo.FetchMaxBytes(50 << 20)}, 50 << 20, 1 << 20, false},
+		{"FetchMaxBytes 512 KiB", []kgo.Opt{kgo.FetchMaxBytes(512 << 10)}, 512 << 10, 512 << 10, false},
+		{"both", []kgo.Opt{kgo.FetchMaxBytes(50 << 20), kgo.FetchMaxPartitionBytes(4 << 20)}, 50 << 20, 4 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			cfg.ClientOpts = tc.opts
+			c, err := New(cfg, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fetch := reflect.ValueOf(c.cl.OptValue(kgo.FetchMaxBytes)).Int()
+			part := reflect.ValueOf(c.cl.OptValue(kgo.FetchMaxPartitionBytes)).Int()
+			if fetch != int64(tc.wantFetch) || part != int64(tc.wantPart) {
+				t.Fatalf("client fetches %d bytes, %d a partition; want %d and %d", fetch, part, tc.wantFetch, tc.wantPart)
+			}
+			if c.flow.fixed == tc.wantAdjusts {
+				t.Fatalf("fixed = %v, want %v", c.flow.fixed, !tc.wantAdjusts)
+			}
+		})
+	}
 }
