@@ -65,5 +65,9 @@
 //     input, loaded on Assign; nothing to run besides Kafka, and the state
 //     moves with the partition.
 //
-// Every store passes the conformance suite in dedupe/dedupetest.
+// Every store passes the conformance suite in dedupe/dedupetest. A store
+// may also implement [OffsetStore], which takes a partition's fallback keys
+// as offsets: the consumer then builds no key string for them and the store
+// parses none back (Memory does; its fallback keys cost a span of offsets
+// per batch, not an entry per record).
 package dedupe
