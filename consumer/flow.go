@@ -60,6 +60,10 @@ type flowPart struct {
 	// The worker's open batch (records added, not yet flushed): written by
 	// the worker, read by the poll loop to pick what to flush.
 	open, openBytes atomic.Int64
+	// queued and queuedBytes are the records handed to the worker and not
+	// yet taken into its open batch: written under the worker's mu
+	// (enqueue, take), read by the poll loop to pick what to flush.
+	queued, queuedBytes atomic.Int64
 	// flushReq asks the worker to close its open batch: 0 for no, else
 	// 1 + the FlushReason (FlushBuffer or FlushIdle). Set by the poll loop,
 	// cleared by the worker.
@@ -282,7 +286,7 @@ func (f *flow) flushIdle() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.parts {
-		if p.open.Load() > 0 {
+		if p.open.Load() > 0 || p.queued.Load() > 0 {
 			p.askFlush(FlushIdle)
 		}
 	}
@@ -331,16 +335,18 @@ func (f *flow) roomy() bool {
 // all there are).
 func (f *flow) flushLargest() {
 	byBytes := f.bufferedBytes.Load() >= f.maxBytes
+	// A worker asked to flush first takes what is queued for it into its
+	// open batch, so queued records count with the open ones.
 	size := func(p *flowPart) int64 {
 		if byBytes {
-			return p.openBytes.Load()
+			return p.openBytes.Load() + p.queuedBytes.Load()
 		}
-		return p.open.Load()
+		return p.open.Load() + p.queued.Load()
 	}
 	f.mu.Lock()
 	cands := make([]*flowPart, 0, len(f.parts))
 	for _, p := range f.parts {
-		if p.flushReq.Load() == 0 && p.open.Load() > 0 {
+		if p.flushReq.Load() == 0 && (p.open.Load() > 0 || p.queued.Load() > 0) {
 			cands = append(cands, p)
 		}
 	}

@@ -223,3 +223,71 @@ func TestUserFetchMaxBytesKeepsKgosPartitionShare(t *testing.T) {
 		})
 	}
 }
+
+// A ByPartition worker is woken when a chunk starts a batch and when what it
+// holds fills one, not for every chunk; a chunk that waited in the queue
+// still starts its batch's MaxWait from when it arrived. Without the queue
+// times a record queued behind an open batch could wait up to twice MaxWait.
+func TestWorkerWakesToStartOrFillABatchAndKeepsArrivalTimes(t *testing.T) {
+	cfg := Config{
+		Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"},
+		Batch:  batcher.Policy{MaxRecords: 10, MaxWait: time.Minute},
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	c, err := New(cfg, func(context.Context, *Batch) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := newWorker(c, offsets.Partition{Topic: "t", Partition: 0}, 0)
+	defer c.flow.remove(w.fp)
+	recs := func(from, n int) []*kgo.Record {
+		out := make([]*kgo.Record, n)
+		for i := range out {
+			out[i] = &kgo.Record{Topic: "t", Offset: int64(from + i), Value: []byte("v")}
+		}
+		return out
+	}
+	woken := func() bool {
+		select {
+		case <-w.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	t0 := time.Now().Add(-time.Second)
+	if !w.enqueue(recs(0, 3), 3, t0) || !woken() {
+		t.Fatal("a chunk for an idle worker did not wake it: its batch's MaxWait would not start")
+	}
+	chunks, at := w.takeAll()
+	if !w.batch(chunks, at) {
+		t.Fatal("batch stopped")
+	}
+	if d, ok := w.b.Deadline(); !ok || !d.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("deadline %v, want the first chunk's arrival + MaxWait %v", d, t0.Add(time.Minute))
+	}
+	w.enqueue(recs(3, 3), 3, time.Now())
+	if woken() {
+		t.Fatal("a chunk joining an open batch that it does not fill woke the worker")
+	}
+	w.enqueue(recs(6, 4), 4, time.Now())
+	if !woken() {
+		t.Fatal("a chunk that fills the batch (3 open + 7 queued = MaxRecords) did not wake the worker")
+	}
+	if got := w.fp.queued.Load(); got != 7 {
+		t.Fatalf("queued %d, want 7 (flow control counts them for flushes)", got)
+	}
+	// A chunk queued behind an open batch and taken later starts its
+	// batch from its arrival.
+	w.b.Flush()
+	w.fp.setOpen(0, 0)
+	w.takeAll()
+	t1 := time.Now().Add(-30 * time.Second)
+	w.enqueue(recs(10, 1), 1, t1)
+	chunks, at = w.takeAll()
+	w.batch(chunks, at)
+	if d, _ := w.b.Deadline(); !d.Equal(t1.Add(time.Minute)) {
+		t.Fatalf("deadline %v, want the arrival + MaxWait %v", d, t1.Add(time.Minute))
+	}
+}
