@@ -291,3 +291,47 @@ func TestWorkerWakesToStartOrFillABatchAndKeepsArrivalTimes(t *testing.T) {
 		t.Fatalf("deadline %v, want the arrival + MaxWait %v", d, t1.Add(time.Minute))
 	}
 }
+
+// Records that trickle in while a batch is open join it, whether or not the
+// worker was woken for them: ten records 20ms apart under a MaxWait of 2s
+// are one batch, closed by its deadline. A worker that closed the open
+// batch at its deadline without first taking what was queued for it split
+// such a trickle into two batches.
+func TestTrickleJoinsTheOpenBatchUntilItsDeadline(t *testing.T) {
+	const n = 10
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: 2 * time.Second}
+	batches := make(chan int, n)
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		batches <- len(b.Records)
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "the member owns the partition", func() bool { return m.c.Stats().OwnedPartitions == 1 })
+	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := range n {
+		if err := p.ProduceSync(context.Background(), &kgo.Record{Value: []byte{byte(i)}}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case got := <-batches:
+		if got != n {
+			t.Fatalf("first batch holds %d records, want all %d (they arrived within 200ms of a 2s MaxWait)", got, n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no batch")
+	}
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.c.Stats(); s.Flushes[FlushWait] != 1 {
+		t.Fatalf("flushes %v, want one by MaxWait", s.Flushes)
+	}
+}

@@ -222,9 +222,10 @@ func (w *worker) run() {
 		select {
 		case <-w.wake:
 		case <-timerC:
-			if !w.flushAndHandle(FlushWait) {
-				return
-			}
+			// The deadline passed: the loop takes what is queued into
+			// the open batch first (those records arrived while it was
+			// open, and would be in it had the worker been woken for
+			// them), then closes it.
 		case <-w.drain:
 		case <-w.ctx.Done():
 		}
