@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -90,6 +91,9 @@ func prepareTopic(ctx context.Context, brokers []string, topic string, spec prod
 			return nil, fmt.Errorf("bench: creating topic %s: %w", topic, err)
 		}
 		ds.Created = true
+		if err := waitForLeaders(ctx, adm, topic, spec.Partitions); err != nil {
+			return nil, err
+		}
 	}
 
 	bytes, err := produce(ctx, brokers, topic, spec, produced)
@@ -142,6 +146,37 @@ func topicSpans(ctx context.Context, adm *kadm.Client, topic string) (map[int32]
 		n += max(o.Offset-from, 0)
 	})
 	return spans, n, nil
+}
+
+// waitForLeaders waits until every partition of a new topic has a leader:
+// Kafka answers CreateTopics before its metadata shows them all (at 1024
+// partitions long enough for the producer to give up on
+// UNKNOWN_TOPIC_OR_PARTITION).
+func waitForLeaders(ctx context.Context, adm *kadm.Client, topic string, partitions int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		td, err := adm.ListTopics(ctx, topic)
+		if err == nil {
+			t, ok := td[topic]
+			if ok && t.Err == nil && len(t.Partitions) == partitions {
+				led := 0
+				for _, p := range t.Partitions {
+					if p.Leader >= 0 && p.Err == nil {
+						led++
+					}
+				}
+				if led == partitions {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: topic %s: not every partition has a leader: %w", topic, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // produce writes the records and waits until every one is acknowledged. It
