@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/kbatchtest"
 )
 
 // dataset is what the pre-produced topic holds.
@@ -91,8 +93,19 @@ func prepareTopic(ctx context.Context, brokers []string, topic string, spec prod
 			return nil, fmt.Errorf("bench: creating topic %s: %w", topic, err)
 		}
 		ds.Created = true
-		if err := waitForLeaders(ctx, adm, topic, spec.Partitions); err != nil {
+		// Kafka answers CreateTopics before its metadata shows every
+		// partition: at 1024 partitions the producer gave up on
+		// UNKNOWN_TOPIC_OR_PARTITION.
+		kc, err := kbatchtest.Connect(brokers...)
+		if err != nil {
 			return nil, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		_, err = kc.WaitForTopic(wctx, topic)
+		cancel()
+		kc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}
 
@@ -146,37 +159,6 @@ func topicSpans(ctx context.Context, adm *kadm.Client, topic string) (map[int32]
 		n += max(o.Offset-from, 0)
 	})
 	return spans, n, nil
-}
-
-// waitForLeaders waits until every partition of a new topic has a leader:
-// Kafka answers CreateTopics before its metadata shows them all (at 1024
-// partitions long enough for the producer to give up on
-// UNKNOWN_TOPIC_OR_PARTITION).
-func waitForLeaders(ctx context.Context, adm *kadm.Client, topic string, partitions int) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		td, err := adm.ListTopics(ctx, topic)
-		if err == nil {
-			t, ok := td[topic]
-			if ok && t.Err == nil && len(t.Partitions) == partitions {
-				led := 0
-				for _, p := range t.Partitions {
-					if p.Leader >= 0 && p.Err == nil {
-						led++
-					}
-				}
-				if led == partitions {
-					return nil
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench: topic %s: not every partition has a leader: %w", topic, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // produce writes the records and waits until every one is acknowledged. It

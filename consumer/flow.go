@@ -274,6 +274,12 @@ func (p *flowPart) takeFlush() (FlushReason, bool) {
 	return FlushReason(r - 1), r != 0
 }
 
+// pending reports whether the worker holds records not yet handed to the
+// handler: in its open batch or queued for it.
+func (p *flowPart) pending() bool {
+	return p.open.Load() > 0 || p.queued.Load() > 0
+}
+
 // askFlush asks the worker to close its open batch for reason.
 func (p *flowPart) askFlush(reason FlushReason) {
 	p.flushReq.Store(uint32(reason) + 1)
@@ -286,7 +292,7 @@ func (f *flow) flushIdle() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.parts {
-		if p.open.Load() > 0 || p.queued.Load() > 0 {
+		if p.pending() {
 			p.askFlush(FlushIdle)
 		}
 	}
@@ -346,7 +352,7 @@ func (f *flow) flushLargest() {
 	f.mu.Lock()
 	cands := make([]*flowPart, 0, len(f.parts))
 	for _, p := range f.parts {
-		if p.flushReq.Load() == 0 && (p.open.Load() > 0 || p.queued.Load() > 0) {
+		if p.flushReq.Load() == 0 && p.pending() {
 			cands = append(cands, p)
 		}
 	}

@@ -144,6 +144,11 @@ func (w *worker) enqueue(recs []*kgo.Record, bytes int, now time.Time) bool {
 func (w *worker) takeAll() ([][]*kgo.Record, []time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.takeLocked()
+}
+
+// takeLocked empties the queue; w.mu must be held.
+func (w *worker) takeLocked() ([][]*kgo.Record, []time.Time) {
 	q, at := w.queue, w.queueAt
 	w.queue, w.queueAt = nil, nil
 	w.fp.queued.Store(0)
@@ -292,10 +297,7 @@ func (w *worker) dropRest(chunks [][]*kgo.Record, from int) {
 func (w *worker) finish() {
 	w.mu.Lock()
 	w.stopped = true
-	q := w.queue
-	w.queue, w.queueAt = nil, nil
-	w.fp.queued.Store(0)
-	w.fp.queuedBytes.Store(0)
+	q, _ := w.takeLocked()
 	w.mu.Unlock()
 	w.dropRest(q, 0)
 	if recs := w.b.Flush(); len(recs) > 0 {

@@ -28,7 +28,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("kbatchtest: creating topic %s: %w", topic, err)
 	}
-	_, err = c.waitLeaders(ctx, topic)
+	_, err = c.WaitForTopic(ctx, topic)
 	return err
 }
 
@@ -55,10 +55,13 @@ func (c *Cluster) NewTopic(t testing.TB, partitions int) string {
 	return topic
 }
 
-// waitLeaders polls the metadata until topic is there with a leader for
-// every partition, and returns its partition count. It asks a broker each
-// time: kadm's Metadata answers from a cache that may be up to 5 seconds old.
-func (c *Cluster) waitLeaders(ctx context.Context, topic string) (int, error) {
+// WaitForTopic polls the metadata until topic is there with a leader for
+// every partition, and returns its partition count: a real broker answers
+// CreateTopics before its metadata shows the topic, and a producer that
+// writes at once can fail with UNKNOWN_TOPIC_OR_PARTITION. It asks a broker
+// each time: kadm's Metadata answers from a cache that may be up to 5
+// seconds old.
+func (c *Cluster) WaitForTopic(ctx context.Context, topic string) (int, error) {
 	cl, err := c.keyedClient()
 	if err != nil {
 		return 0, err
@@ -116,5 +119,5 @@ func leaders(ctx context.Context, cl *kgo.Client, topic string) (int, error) {
 // partitions returns the partition count of topic, waiting until the
 // metadata shows it: a real broker answers CreateTopics before that.
 func (c *Cluster) partitions(ctx context.Context, topic string) (int, error) {
-	return c.waitLeaders(ctx, topic)
+	return c.WaitForTopic(ctx, topic)
 }
