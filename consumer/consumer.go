@@ -420,7 +420,6 @@ func (c *Consumer) poll(ctx context.Context) {
 		}
 		fetches.EachError(c.fetchError)
 		var polledRecs, polledBytes int64
-		now := time.Now()
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			tp := offsets.Partition{Topic: p.Topic, Partition: p.Partition}
 			if len(p.Records) == 0 {
@@ -447,7 +446,7 @@ func (c *Consumer) poll(ctx context.Context) {
 			}
 			polledRecs += int64(len(p.Records))
 			polledBytes += int64(bytes)
-			if w.enqueue(p.Records, bytes, now) {
+			if w.enqueue(p.Records, bytes) {
 				w.progress.fetched(p.HighWatermark, p.Records[0].Offset, p.Records[0].Timestamp)
 			}
 		})

@@ -60,10 +60,6 @@ type flowPart struct {
 	// The worker's open batch (records added, not yet flushed): written by
 	// the worker, read by the poll loop to pick what to flush.
 	open, openBytes atomic.Int64
-	// queued and queuedBytes are the records handed to the worker and not
-	// yet taken into its open batch: written under the worker's mu
-	// (enqueue, take), read by the poll loop to pick what to flush.
-	queued, queuedBytes atomic.Int64
 	// flushReq asks the worker to close its open batch: 0 for no, else
 	// 1 + the FlushReason (FlushBuffer or FlushIdle). Set by the poll loop,
 	// cleared by the worker.
@@ -274,12 +270,6 @@ func (p *flowPart) takeFlush() (FlushReason, bool) {
 	return FlushReason(r - 1), r != 0
 }
 
-// pending reports whether the worker holds records not yet handed to the
-// handler: in its open batch or queued for it.
-func (p *flowPart) pending() bool {
-	return p.open.Load() > 0 || p.queued.Load() > 0
-}
-
 // askFlush asks the worker to close its open batch for reason.
 func (p *flowPart) askFlush(reason FlushReason) {
 	p.flushReq.Store(uint32(reason) + 1)
@@ -292,7 +282,7 @@ func (f *flow) flushIdle() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.parts {
-		if p.pending() {
+		if p.open.Load() > 0 {
 			p.askFlush(FlushIdle)
 		}
 	}
@@ -341,18 +331,16 @@ func (f *flow) roomy() bool {
 // all there are).
 func (f *flow) flushLargest() {
 	byBytes := f.bufferedBytes.Load() >= f.maxBytes
-	// A worker asked to flush first takes what is queued for it into its
-	// open batch, so queued records count with the open ones.
 	size := func(p *flowPart) int64 {
 		if byBytes {
-			return p.openBytes.Load() + p.queuedBytes.Load()
+			return p.openBytes.Load()
 		}
-		return p.open.Load() + p.queued.Load()
+		return p.open.Load()
 	}
 	f.mu.Lock()
 	cands := make([]*flowPart, 0, len(f.parts))
 	for _, p := range f.parts {
-		if p.flushReq.Load() == 0 && p.pending() {
+		if p.flushReq.Load() == 0 && p.open.Load() > 0 {
 			cands = append(cands, p)
 		}
 	}

@@ -122,7 +122,7 @@ func (k *keyLanes) run() {
 			k.stop()
 			return
 		}
-		if chunks, _ := w.takeAll(); len(chunks) > 0 {
+		if chunks := w.takeAll(); len(chunks) > 0 {
 			if !loaded {
 				if !k.loadCompleted() {
 					w.dropRest(chunks, 0)

@@ -51,16 +51,11 @@ type worker struct {
 	// waits for it any more.
 	abandoned atomic.Bool
 
-	// lazy: the worker is not woken for every chunk (ByPartition only; see
-	// enqueue). Written before run starts.
-	lazy bool
-
 	// mu guards the fields below; the poll loop takes it once per partition
 	// per poll, the worker once per take.
 	mu      sync.Mutex
 	queue   [][]*kgo.Record
-	queueAt []time.Time // when each chunk of queue was enqueued: a batch's MaxWait runs from its first record's arrival
-	stopped bool        // set once run stops: enqueue drops what it is given
+	stopped bool // set once run stops: enqueue drops what it is given
 }
 
 func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
@@ -79,8 +74,6 @@ func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
 		w.keys = newKeyLanes(w)
 	case Resequence:
 		w.reseq = newResequencer(w)
-	default:
-		w.lazy = true
 	}
 	return w
 }
@@ -95,18 +88,7 @@ func (w *worker) signal() {
 // enqueue hands a chunk of fetched records to the worker without blocking,
 // counting them in the buffer. It reports false if the worker already
 // stopped (the records are dropped and left uncommitted for the next owner).
-//
-// A ByPartition worker is woken only when the chunk starts a batch (the
-// worker has no open batch and nothing queued: its MaxWait must start), or
-// when what it holds reaches a batch's MaxRecords or MaxBytes. Otherwise the
-// chunk waits in the queue for the worker's next wake: its open batch's
-// deadline, a flush asked by flow control, or a later chunk that fills a
-// batch. With many partitions each poll brings a few records a partition,
-// and waking a goroutine for each of them cost more than the records did.
-// The worker reads the queue before it sleeps, and publishes the size of
-// its open batch before that read, so a chunk is never left without a wake
-// to come.
-func (w *worker) enqueue(recs []*kgo.Record, bytes int, now time.Time) bool {
+func (w *worker) enqueue(recs []*kgo.Record, bytes int) bool {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -116,44 +98,23 @@ func (w *worker) enqueue(recs []*kgo.Record, bytes int, now time.Time) bool {
 	if w.first.Load() < 0 {
 		w.first.Store(recs[0].Offset)
 	}
-	wake := true
 	if w.reseq != nil {
 		w.reseq.submit(recs) // to the Process goroutines at once
 	} else {
-		wasEmpty := len(w.queue) == 0
 		w.queue = append(w.queue, recs)
-		w.queueAt = append(w.queueAt, now)
-		queued := w.fp.queued.Add(int64(len(recs)))
-		queuedBytes := w.fp.queuedBytes.Add(int64(bytes))
-		if w.lazy {
-			open, openBytes := w.fp.open.Load(), w.fp.openBytes.Load()
-			p := w.b.Policy()
-			wake = (wasEmpty && open == 0) ||
-				open+queued >= int64(p.MaxRecords) ||
-				(p.MaxBytes > 0 && openBytes+queuedBytes >= int64(p.MaxBytes))
-		}
 	}
 	w.mu.Unlock()
-	if wake {
-		w.signal()
-	}
+	w.signal()
 	return true
 }
 
-// takeAll removes every queued chunk, with when each was queued.
-func (w *worker) takeAll() ([][]*kgo.Record, []time.Time) {
+// takeAll removes every queued chunk.
+func (w *worker) takeAll() [][]*kgo.Record {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.takeLocked()
-}
-
-// takeLocked empties the queue; w.mu must be held.
-func (w *worker) takeLocked() ([][]*kgo.Record, []time.Time) {
-	q, at := w.queue, w.queueAt
-	w.queue, w.queueAt = nil, nil
-	w.fp.queued.Store(0)
-	w.fp.queuedBytes.Store(0)
-	return q, at
+	q := w.queue
+	w.queue = nil
+	return q
 }
 
 func (w *worker) draining() bool {
@@ -195,8 +156,8 @@ func (w *worker) run() {
 			w.flushAndHandle(w.c.drainReason())
 			return
 		}
-		if chunks, at := w.takeAll(); len(chunks) > 0 {
-			if !w.batch(chunks, at) {
+		if chunks := w.takeAll(); len(chunks) > 0 {
+			if !w.batch(chunks) {
 				return
 			}
 			continue
@@ -227,10 +188,9 @@ func (w *worker) run() {
 		select {
 		case <-w.wake:
 		case <-timerC:
-			// The deadline passed: the loop takes what is queued into
-			// the open batch first (those records arrived while it was
-			// open, and would be in it had the worker been woken for
-			// them), then closes it.
+			if !w.flushAndHandle(FlushWait) {
+				return
+			}
 		case <-w.drain:
 		case <-w.ctx.Done():
 		}
@@ -244,12 +204,10 @@ func (w *worker) run() {
 }
 
 // batch adds the chunks' records to the open batch, handling every batch
-// that fills up on the way; at[i] is when chunks[i] arrived, where a batch
-// it starts measures its MaxWait from. It reports false when the worker must
-// stop.
-func (w *worker) batch(chunks [][]*kgo.Record, at []time.Time) bool {
+// that fills up on the way. It reports false when the worker must stop.
+func (w *worker) batch(chunks [][]*kgo.Record) bool {
+	now := time.Now()
 	for ci, chunk := range chunks {
-		now := at[ci]
 		for ri, r := range chunk {
 			size := recordSize(r)
 			if !w.b.Fits(size) {
@@ -297,7 +255,8 @@ func (w *worker) dropRest(chunks [][]*kgo.Record, from int) {
 func (w *worker) finish() {
 	w.mu.Lock()
 	w.stopped = true
-	q, _ := w.takeLocked()
+	q := w.queue
+	w.queue = nil
 	w.mu.Unlock()
 	w.dropRest(q, 0)
 	if recs := w.b.Flush(); len(recs) > 0 {
