@@ -642,6 +642,16 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 		return nil, err
 	}
 	defer ps.mu.Unlock()
+	out := make([]dedupe.Entry, len(keys))
+	if err := s.begin(ctx, ps, keys, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// begin is Begin on ps, whose mu the caller holds, with the entries
+// written into out.
+func (s *Store) begin(ctx context.Context, ps *partition, keys []string, out []dedupe.Entry) error {
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
 	u := ps.retry
@@ -670,33 +680,40 @@ func (s *Store) Begin(ctx context.Context, p dedupe.Partition, keys []string) ([
 			u.set(k, e)
 		}
 	}
-	out := make([]dedupe.Entry, len(keys))
 	for i, k := range keys {
 		if e, ok := u.get(k); ok {
 			out[i] = e.export()
 		} else if e, ok := s.live(ps, k, now); ok {
 			out[i] = e.export()
+		} else {
+			out[i] = dedupe.Entry{}
 		}
 	}
 	if len(u.keys) > 0 {
 		var extra []*kgo.Record
 		if len(u.firsts) > 0 {
-			ps.seq++
-			extra = append(extra, &kgo.Record{
-				Topic:     ps.changelog,
-				Partition: ps.p.Partition,
-				Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
-				Value:     appendHashes(make([]byte, 0, 32+len(u.firsts)*keyHashSize), kindBegun, ps.epoch, expires, u.firsts),
-			})
+			extra = append(extra, ps.begunRecord(expires, u.firsts))
 		}
 		if err := s.write(ctx, ps, u, extra); err != nil {
 			if !errors.Is(err, dedupe.ErrFenced) {
 				ps.retry = u
 			}
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
+}
+
+// begunRecord is the record of the keys hs begun for the first time in one
+// Begin, under a new number of this owner's.
+func (ps *partition) begunRecord(expires int64, hs []keyHash) *kgo.Record {
+	ps.seq++
+	return &kgo.Record{
+		Topic:     ps.changelog,
+		Partition: ps.p.Partition,
+		Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindBegun, ps.epoch, expires, hs),
+	}
 }
 
 // Mark adds marker to key's markers unless it is there already, and writes
@@ -740,6 +757,13 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 		return err
 	}
 	defer ps.mu.Unlock()
+	return s.done(ctx, ps, keys, nil)
+}
+
+// done is Done on ps, whose mu the caller holds; with offsets (as long as
+// keys), keys[i] == "" stands for the partition's fallback key of
+// offsets[i], as in DoneOffsets.
+func (s *Store) done(ctx context.Context, ps *partition, keys []string, offsets []int64) error {
 	ps.retry = nil
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
@@ -749,7 +773,14 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 	// The partition's own fallback keys go in a runs record: their
 	// offsets, in order, without repeats.
 	offs := make([]ownKey, 0, len(keys))
-	for _, k := range keys {
+	for i, k := range keys {
+		if k == "" && offsets != nil {
+			if o := offsets[i]; o >= 0 {
+				offs = append(offs, ownKey{uint64(o), ""}) // its string only if ps.m needs it
+				continue
+			}
+			k = dedupe.OffsetKey(ps.p.Topic, ps.p.Partition, offsets[i])
+		}
 		h := ps.hash(k)
 		if o, ok := ps.ownOffset(h); ok {
 			offs = append(offs, ownKey{o, k})
@@ -784,8 +815,12 @@ func (s *Store) Done(ctx context.Context, p dedupe.Partition, keys []string) err
 			}
 		}
 		if len(ps.m) > 0 {
-			if _, had := ps.m[ok.key]; had {
-				extra = append(extra, ps.tombstone(recordKey(ok.key)))
+			key := ok.key
+			if key == "" {
+				key = ps.offKey(ok.o)
+			}
+			if _, had := ps.m[key]; had {
+				extra = append(extra, ps.tombstone(recordKey(key)))
 			}
 		}
 		if n := len(runs); n > 0 && runs[n-1].hi+1 == ok.o {
@@ -843,7 +878,8 @@ func (s *Store) foldOwn(ps *partition, r *kgo.Record, now int64) {
 	}
 }
 
-// ownKey is one of the partition's fallback keys and its offset.
+// ownKey is one of the partition's fallback keys and its offset; key is ""
+// when the key was given by its offset (DoneOffsets).
 type ownKey struct {
 	o   uint64
 	key string

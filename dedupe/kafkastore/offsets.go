@@ -1,0 +1,168 @@
+package kafkastore
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbatch/kbatch/dedupe"
+)
+
+// The Store takes the partition's fallback keys by offset
+// (dedupe.OffsetStore): a key given as "" and an offset is the same key as
+// its dedupe.OffsetKey string, and is held the same way (by its offset),
+// without its string being built or parsed. The string is built only where
+// the key may have an entry of its own, which is under its string (a key
+// handed out more than once, or marked).
+var _ dedupe.OffsetStore = (*Store)(nil)
+
+// offKey is the partition's fallback key of offset o as a string.
+func (ps *partition) offKey(o uint64) string {
+	return dedupe.OffsetKey(ps.p.Topic, ps.p.Partition, int64(o))
+}
+
+// keyAt returns keys[i] as a string: the fallback key of offsets[i] when
+// keys[i] is "".
+func (ps *partition) keyAt(keys []string, offsets []int64, i int) string {
+	if keys[i] == "" {
+		return dedupe.OffsetKey(ps.p.Topic, ps.p.Partition, offsets[i])
+	}
+	return keys[i]
+}
+
+// liveOwn is live for the partition's fallback key of offset o.
+func (s *Store) liveOwn(ps *partition, o uint64, now int64) (entry, bool) {
+	key := "" // not in m when m is empty; else m is asked under its string
+	if len(ps.m) > 0 {
+		key = ps.offKey(o)
+	}
+	return s.liveHashed(ps, key, ps.offHash(o), now)
+}
+
+// LookupOffsets is Lookup of keys where "" stands for the partition's
+// fallback key of the offset beside it, with the entries written into out.
+func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
+	if len(offsets) != len(keys) || len(out) != len(keys) {
+		return dedupe.ErrKeyLengths
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ps, err := s.partition(p)
+	if err != nil {
+		return err
+	}
+	defer ps.mu.Unlock()
+	now := s.opts.Now().UnixNano()
+	for i, k := range keys {
+		var e entry
+		var ok bool
+		if k == "" && offsets[i] >= 0 {
+			e, ok = s.liveOwn(ps, uint64(offsets[i]), now)
+		} else {
+			e, ok = s.live(ps, ps.keyAt(keys, offsets, i), now)
+		}
+		out[i] = dedupe.Entry{}
+		if ok {
+			out[i] = e.export()
+		}
+	}
+	return nil
+}
+
+// BeginOffsets is Begin of keys where "" stands for the partition's
+// fallback key of the offset beside it, with the entries written into out.
+// A call of fallback keys only, in increasing order, none of them seen
+// before (a first delivery) is counted by their hashes alone, in the one
+// begun record Begin would write for them; any other call is Begin's.
+func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
+	if len(offsets) != len(keys) || len(out) != len(keys) {
+		return dedupe.ErrKeyLengths
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ps, err := s.partition(p)
+	if err != nil {
+		return err
+	}
+	defer ps.mu.Unlock()
+	if hs, ok := s.firstDelivery(ps, keys, offsets); ok {
+		now := s.opts.Now().UnixNano()
+		expires := now + int64(s.opts.Retention)
+		if err := s.write(ctx, ps, nil, []*kgo.Record{ps.begunRecord(expires, hs)}); err != nil {
+			if !errors.Is(err, dedupe.ErrFenced) {
+				// Its retry is Begin's retry of the same keys: the
+				// same counts again (see Begin).
+				u := newUpdates(len(keys))
+				u.asked = make([]string, len(keys))
+				for i := range keys {
+					u.asked[i] = ps.keyAt(keys, offsets, i)
+					u.first[u.set(u.asked[i], entry{attempts: 1, expires: expires})] = true
+				}
+				u.firsts = hs
+				ps.retry = u
+			}
+			return err
+		}
+		for i := range out {
+			out[i] = dedupe.Entry{Attempts: 1}
+		}
+		return nil
+	}
+	strs := make([]string, len(keys))
+	for i := range keys {
+		strs[i] = ps.keyAt(keys, offsets, i)
+	}
+	return s.begin(ctx, ps, strs, out)
+}
+
+// firstDelivery returns the hashes of keys when the call is a first
+// delivery of fallback keys: every key "", offsets increasing, no key done,
+// begun or with an entry of its own, and no failed Begin to retry.
+func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) ([]keyHash, bool) {
+	if ps.retry != nil || len(keys) == 0 {
+		return nil, false
+	}
+	hs := make([]keyHash, len(keys))
+	prev := int64(-1)
+	for i, k := range keys {
+		o := offsets[i]
+		if k != "" || o <= prev {
+			return nil, false
+		}
+		prev = o
+		h := ps.offHash(uint64(o))
+		if !ps.notDone(h) {
+			return nil, false // maybe done, or done and expired: Begin sorts it out
+		}
+		if len(ps.begun) > 0 && ps.begun[h] != nil {
+			return nil, false
+		}
+		if len(ps.m) > 0 {
+			if _, in := ps.m[ps.offKey(uint64(o))]; in {
+				return nil, false
+			}
+		}
+		hs[i] = h
+	}
+	return hs, true
+}
+
+// DoneOffsets is Done of keys where "" stands for the partition's fallback
+// key of the offset beside it.
+func (s *Store) DoneOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64) error {
+	if len(offsets) != len(keys) {
+		return dedupe.ErrKeyLengths
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ps, err := s.partition(p)
+	if err != nil {
+		return err
+	}
+	defer ps.mu.Unlock()
+	return s.done(ctx, ps, keys, offsets)
+}

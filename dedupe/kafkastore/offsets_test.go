@@ -1,0 +1,112 @@
+package kafkastore
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbatch/kbatch/dedupe"
+)
+
+// TestFirstDeliveriesByOffsetSeeEveryEarlierWrite guards BeginOffsets'
+// short way for a first delivery of fallback keys: it must not take a key
+// for new that was begun before (its attempts), that has an entry of its
+// own (its markers), or that is done, and a refused write of it is retried
+// like any Begin. Each step is checked again after a reload from the
+// changelog.
+func TestFirstDeliveriesByOffsetSeeEveryEarlierWrite(t *testing.T) {
+	c := roundsCluster(t)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: "orders", Partition: 0}
+	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	okey := func(o int64) string { return dedupe.OffsetKey(p.Topic, p.Partition, o) }
+	begin := func(offs ...int64) []dedupe.Entry {
+		t.Helper()
+		out := make([]dedupe.Entry, len(offs))
+		if err := s.BeginOffsets(ctx, p, make([]string, len(offs)), offs, out); err != nil {
+			t.Fatalf("BeginOffsets %v: %v", offs, err)
+		}
+		return out
+	}
+	wantAttempts := func(what string, es []dedupe.Entry, n int) {
+		t.Helper()
+		for i, e := range es {
+			if e.Attempts != n || e.Done {
+				t.Errorf("%s: entry %d = %+v, want attempts %d", what, i, e, n)
+			}
+		}
+	}
+
+	// A first delivery refused by the broker once, then retried: one
+	// delivery.
+	refused := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.PolicyViolation.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		close(refused)
+		return resp, nil, true
+	})
+	out := make([]dedupe.Entry, 3)
+	if err := s.BeginOffsets(ctx, p, []string{"", "", ""}, []int64{5, 6, 7}, out); err == nil {
+		t.Fatal("BeginOffsets with its produce refused: no error")
+	}
+	<-refused
+	wantAttempts("first delivery of 5..7, retried", begin(5, 6, 7), 1)
+	es, err := s.Lookup(ctx, p, []string{okey(5), okey(6), okey(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAttempts("5..7 by string", es, 1)
+
+	// Begun before: counted again, not taken for new.
+	wantAttempts("second delivery of 5..7", begin(5, 6, 7), 2)
+
+	// Offset 8 has an entry of its own (a marker), 9 is new: the marker
+	// is kept and 8's count goes on from it.
+	if err := s.Mark(ctx, p, okey(8), "charged"); err != nil {
+		t.Fatal(err)
+	}
+	got := begin(8, 9)
+	if got[0].Attempts != 1 || !slices.Equal(got[0].Markers, []string{"charged"}) {
+		t.Errorf("offset 8 marked, then begun by offset: %+v, want attempts 1 and its marker", got[0])
+	}
+	wantAttempts("offset 9, new beside 8", got[1:], 1)
+
+	// Done by offset: never counted again, before or after a reload.
+	if err := s.DoneOffsets(ctx, p, make([]string, 5), []int64{5, 6, 7, 8, 9}); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range begin(5, 9, 10) {
+		if want := i < 2; e.Done != want || (!want && e.Attempts != 1) {
+			t.Errorf("offsets 5, 9, 10 after 5..9 done: entry %d = %+v", i, e)
+		}
+	}
+	wantDoneAfterLoad(t, ctx, c, p, []string{okey(5), okey(6), okey(7), okey(8), okey(9)})
+
+	// A reload sees 10's one delivery.
+	s2 := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := s2.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	es, err = s2.Lookup(ctx, p, []string{okey(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAttempts("offset 10 after a reload", es, 1)
+}
