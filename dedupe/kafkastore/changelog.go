@@ -338,7 +338,7 @@ func (s *Store) fold(ps *partition, r *kgo.Record, now int64, claims map[string]
 		s.bound(ps)
 		return
 	}
-	if len(ps.begun) > 0 {
+	if ps.begun.len() > 0 {
 		ps.unbegin(ps.hash(key)) // its own record holds it now
 	}
 	ps.m[key] = e
@@ -426,7 +426,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 			}
 		}
 		ps.unbegin(h)
-		ps.begun[h] = rec
+		ps.begun.add(h, rec)
 		rec.left++
 	})
 	if rec.left == 0 {

@@ -137,7 +137,7 @@ func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) ([]
 		if !ps.notDone(h) {
 			return nil, false // maybe done, or done and expired: Begin sorts it out
 		}
-		if len(ps.begun) > 0 && ps.begun[h] != nil {
+		if ps.begun.len() > 0 && ps.begun.get(h) != nil {
 			return nil, false
 		}
 		if len(ps.m) > 0 {

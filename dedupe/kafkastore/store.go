@@ -72,8 +72,8 @@ type partition struct {
 	pending   map[string]struct{} // keys whose record in the log must be rewritten: a zombie's write follows ours, the entry expired, or it is done
 	sweepAt   int                 // sweep m and done for expired entries when they reach this size
 
-	begun     map[keyHash]*begunRec // keys begun once that have no record of their own, by hash
-	begunRecs map[string]*begunRec  // begun records with keys still only in them, by changelog key
+	begun     begunSet             // keys begun once that have no record of their own
+	begunRecs map[string]*begunRec // begun records with keys still only in them, by changelog key
 
 	batches     map[string]int64    // records of keys done in one batch -> their expiry, to delete them once expired
 	dropBatches map[string]struct{} // such records to delete now
@@ -101,15 +101,15 @@ type begunRec struct {
 // unbegin takes a key out of its begun record, which is deleted from the
 // log once no key is left in it.
 func (ps *partition) unbegin(h keyHash) {
-	rec := ps.begun[h]
-	if rec == nil {
-		return
+	if rec := ps.begun.remove(h); rec != nil {
+		ps.unbegun(rec, 1)
 	}
-	delete(ps.begun, h)
-	if len(ps.begun) == 0 {
-		clear(ps.begun) // a map emptied key by key keeps its tombstones: probes grow long
-	}
-	rec.left--
+}
+
+// unbegun counts n keys of rec out of it, and deletes it from the log once
+// none is left.
+func (ps *partition) unbegun(rec *begunRec, n int) {
+	rec.left -= n
 	if rec.left <= 0 {
 		delete(ps.begunRecs, rec.key)
 		ps.dropBatches[rec.key] = struct{}{}
@@ -120,11 +120,7 @@ func (ps *partition) unbegin(h keyHash) {
 func (ps *partition) forgetBegun(rec *begunRec) {
 	delete(ps.begunRecs, rec.key)
 	if rec.left > 0 {
-		for h, r := range ps.begun {
-			if r == rec {
-				delete(ps.begun, h)
-			}
-		}
+		ps.begun.removeRec(rec)
 	}
 	rec.left = 0
 }
@@ -156,21 +152,8 @@ func (ps *partition) setDone(h keyHash, expires int64) {
 // doneRange records the partition's fallback keys of offsets lo through hi
 // done until expires, each no longer begun.
 func (ps *partition) doneRange(lo, hi uint64, expires int64) {
-	if len(ps.begun) > 0 {
-		if hi-lo < uint64(len(ps.begun)) {
-			for o := lo; ; o++ {
-				ps.unbegin(ps.offHash(o))
-				if o == hi {
-					break
-				}
-			}
-		} else {
-			for h := range ps.begun {
-				if o, ok := ps.ownOffset(h); ok && o >= lo && o <= hi {
-					ps.unbegin(h)
-				}
-			}
-		}
+	if ps.begun.len() > 0 {
+		ps.begun.removeRange(lo, hi, ps.unbegun)
 	}
 	ps.runs.addRange(lo, hi, toExpSec(expires))
 }
@@ -362,7 +345,7 @@ func newPartition(p dedupe.Partition, changelog string) *partition {
 		void:        make(map[int64]struct{}),
 		m:           make(map[string]entry),
 		done:        make(map[keyHash]expSec),
-		begun:       make(map[keyHash]*begunRec),
+		begun:       begunSet{fnv: binary.BigEndian.Uint64(off[8:])},
 		begunRecs:   make(map[string]*begunRec),
 		pending:     make(map[string]struct{}),
 		batches:     make(map[string]int64),
@@ -979,7 +962,7 @@ func (ps *partition) drop() error {
 	ps.released = true
 	ps.m, ps.done, ps.pending, ps.batches, ps.dropBatches, ps.retry = nil, nil, nil, nil, nil, nil
 	ps.runs = offRuns{}
-	ps.begun, ps.begunRecs = nil, nil
+	ps.begun, ps.begunRecs = begunSet{}, nil
 	var err error
 	if len(ps.resend) > 0 {
 		err = errors.New("an earlier write failed")
@@ -1000,7 +983,7 @@ func (ps *partition) drop() error {
 // with Done and its expiry only. Called with ps.mu held.
 func (s *Store) live(ps *partition, key string, now int64) (entry, bool) {
 	var h keyHash
-	if ps.doneLen() > 0 || len(ps.begun) > 0 {
+	if ps.doneLen() > 0 || ps.begun.len() > 0 {
 		h = ps.hash(key)
 	}
 	return s.liveHashed(ps, key, h, now)
@@ -1019,7 +1002,7 @@ func (s *Store) liveHashed(ps *partition, key string, h keyHash, now int64) (ent
 	}
 	e, ok := ps.m[key]
 	if !ok {
-		if rec := ps.begun[h]; rec != nil && len(ps.begun) > 0 {
+		if rec := ps.begun.get(h); rec != nil {
 			if rec.expires == 0 || rec.expires > now {
 				return entry{attempts: 1, expires: rec.expires}, true
 			}
@@ -1227,7 +1210,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 				if u.first[i] {
 					continue // folded from the begun record above
 				}
-				if len(ps.begun) > 0 {
+				if ps.begun.len() > 0 {
 					ps.unbegin(ps.hash(k))
 				}
 				ps.m[k] = u.es[i]
