@@ -161,7 +161,8 @@ func (w *worker) handleTracked(recs []*kgo.Record, reason FlushReason) bool {
 // the partition (see gate.recover).
 func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, ok bool) {
 	c := w.c
-	st := make([]recState, len(recs))
+	st := w.recStates(len(recs))
+	defer w.dropDeliveryBufs()
 	if d := c.cfg.Dedupe; d != nil {
 		// The batch's keys in one string, each record's a slice of it:
 		// one allocation per batch, not one per record. A store that
@@ -226,6 +227,35 @@ func (w *worker) deliverTracked(recs []*kgo.Record, reason FlushReason) (n int, 
 			return t.head, false
 		}
 	}
+}
+
+// recStates returns the worker's slice of n zeroed record states, reused
+// from batch to batch: a batch's states are done with when its
+// deliverTracked returns.
+func (w *worker) recStates(n int) []recState {
+	if cap(w.stBuf) < n {
+		w.stBuf = make([]recState, n)
+	}
+	st := w.stBuf[:n]
+	clear(st)
+	return st
+}
+
+// deliveryBufs returns the worker's slices for a delivery of n records'
+// Records and states, reused from delivery to delivery, each capped at n:
+// an append to Records by the handler cannot reach past them.
+func (w *worker) deliveryBufs(n int) ([]*kgo.Record, []*recState) {
+	if cap(w.recBuf) < n {
+		w.recBuf, w.statBuf = make([]*kgo.Record, n), make([]*recState, n)
+	}
+	return w.recBuf[:n:n], w.statBuf[:n:n]
+}
+
+// dropDeliveryBufs lets go of the last delivery's records, which the
+// memory bound no longer counts once the batch is complete.
+func (w *worker) dropDeliveryBufs() {
+	clear(w.recBuf)
+	clear(w.statBuf)
 }
 
 // tracked is one batch on the tracked path.
@@ -332,8 +362,8 @@ func (t *tracked) dropDone(idx []int) []int {
 // must stop.
 func (t *tracked) deliver(idx []int, reason FlushReason) bool {
 	w, c, st := t.w, t.w.c, t.st
-	b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[idx[0]].attempts,
-		Records: make([]*kgo.Record, len(idx)), state: make([]*recState, len(idx))}
+	b := &Batch{Topic: w.tp.Topic, Partition: w.tp.Partition, Reason: reason, w: w, Attempt: st[idx[0]].attempts}
+	b.Records, b.state = w.deliveryBufs(len(idx))
 	for k, i := range idx {
 		b.Records[k] = t.recs[i]
 		b.state[k] = &st[i]
