@@ -90,6 +90,21 @@ func (b *begunSet) add(h keyHash, rec *begunRec) {
 	b.m[h] = rec
 }
 
+// addRange holds the fallback keys of offsets lo through hi as begun in
+// rec, as one span, when they are above every key held (none of them is
+// held then) and reports whether it did; else nothing is changed.
+func (b *begunSet) addRange(lo, hi uint64, rec *begunRec) bool {
+	if len(b.m) > 0 || hi < lo {
+		return false
+	}
+	if n := len(b.spans); n > 0 && lo <= b.spans[n-1].hi {
+		return false
+	}
+	b.spans = append(b.spans, begunSpan{lo: lo, hi: hi, rec: rec})
+	b.n += int(hi - lo + 1)
+	return true
+}
+
 // remove takes h out and returns its begun record, or nil if it was not
 // held.
 func (b *begunSet) remove(h keyHash) *begunRec {

@@ -373,7 +373,7 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 		}
 		return
 	}
-	runs := kind == kindDone && len(r.Value) >= 2 && r.Value[0] == valueVersion && r.Value[1] == kindRuns
+	runs := len(r.Value) >= 2 && r.Value[0] == valueVersion && r.Value[1] == kindRuns
 	var epoch, expires int64
 	var fnv uint64
 	var err error
@@ -400,6 +400,10 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 		return
 	}
 	ps.cur = epoch
+	if runs && kind == kindBegun {
+		s.foldBegunRuns(ps, r, expires, fnv, now, own)
+		return
+	}
 	if runs {
 		ps.batches[k] = expires
 		if fnv == ps.offFNV { // else another partition's, whose keys are never asked of this one
@@ -419,16 +423,46 @@ func (s *Store) foldHashes(ps *partition, r *kgo.Record, kind byte, now int64, o
 	}
 	rec := &begunRec{key: k, expires: expires}
 	ps.begunRecs[k] = rec
-	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) {
-		if !own && !ps.notDone(h) {
-			if exp, done := ps.doneExp(h); done && exp.live(now) {
+	_, _, _ = decodeHashes(r.Value, kind, func(h keyHash) { ps.foldBegun(rec, h, now, own) })
+	if rec.left == 0 {
+		delete(ps.begunRecs, k)
+		ps.dropBatches[k] = struct{}{}
+	}
+}
+
+// foldBegun holds the key h as begun in rec, unless it is done (in a
+// record read from the log: one of ours is of keys not done).
+func (ps *partition) foldBegun(rec *begunRec, h keyHash, now int64, own bool) {
+	if !own && !ps.notDone(h) {
+		if exp, done := ps.doneExp(h); done && exp.live(now) {
+			return
+		}
+	}
+	ps.unbegin(h)
+	ps.begun.add(h, rec)
+	rec.left++
+}
+
+// foldBegunRuns folds a begun record of the partition's fallback keys as
+// runs of offsets (BeginOffsets' record of a first delivery).
+func (s *Store) foldBegunRuns(ps *partition, r *kgo.Record, expires int64, fnv uint64, now int64, own bool) {
+	k := string(r.Key)
+	rec := &begunRec{key: k, expires: expires}
+	ps.begunRecs[k] = rec
+	if fnv == ps.offFNV { // else another partition's, whose keys are never asked of this one
+		_, _, _, _ = decodeRuns(r.Value, func(lo, hi uint64) {
+			if own && ps.begun.addRange(lo, hi, rec) {
+				rec.left += int(hi - lo + 1)
 				return
 			}
-		}
-		ps.unbegin(h)
-		ps.begun.add(h, rec)
-		rec.left++
-	})
+			for o := lo; ; o++ {
+				ps.foldBegun(rec, ps.offHash(o), now, own)
+				if o == hi {
+					break
+				}
+			}
+		})
+	}
 	if rec.left == 0 {
 		delete(ps.begunRecs, k)
 		ps.dropBatches[k] = struct{}{}

@@ -40,7 +40,12 @@ import (
 // hashes), as runs of offsets in increasing order: a run starts gap
 // offsets after the end of the one before (the first: at offset gap) and
 // holds len offsets. It goes under a donePrefix key too; a reader that
-// knows only kinds 3 and 4 reports it as malformed and skips it.
+// knows only kinds 3 and 4 reports it as malformed and skips it. Under a
+// begunPrefix key, a runs record holds the fallback keys of one first
+// delivery (BeginOffsets); a reader that knows runs only under donePrefix
+// reports it as malformed and skips it, so that during a rolling upgrade
+// such a reader takes those keys' first delivery for not counted: a record
+// may be handed out once more before Retry.MaxAttempts, never skipped.
 //
 // flags: 0x01 done; expires and claimed at are Unix nanoseconds (0: no
 // expiry); hash is keyHashSize bytes (see hashKey).

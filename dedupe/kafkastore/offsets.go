@@ -3,6 +3,7 @@ package kafkastore
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -74,8 +75,9 @@ func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []st
 // BeginOffsets is Begin of keys where "" stands for the partition's
 // fallback key of the offset beside it, with the entries written into out.
 // A call of fallback keys only, in increasing order, none of them seen
-// before (a first delivery) is counted by their hashes alone, in the one
-// begun record Begin would write for them; any other call is Begin's.
+// before (a first delivery) is counted in one begun record of runs of
+// offsets, a few bytes for a batch of consecutive offsets; any other call
+// is Begin's.
 func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
 	if len(offsets) != len(keys) || len(out) != len(keys) {
 		return dedupe.ErrKeyLengths
@@ -88,10 +90,10 @@ func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []str
 		return err
 	}
 	defer ps.mu.Unlock()
-	if hs, ok := s.firstDelivery(ps, keys, offsets); ok {
+	if s.firstDelivery(ps, keys, offsets) {
 		now := s.opts.Now().UnixNano()
 		expires := now + int64(s.opts.Retention)
-		if err := s.write(ctx, ps, nil, []*kgo.Record{ps.begunRecord(expires, hs)}); err != nil {
+		if err := s.write(ctx, ps, nil, []*kgo.Record{ps.begunRunsRecord(expires, offsets)}); err != nil {
 			if !errors.Is(err, dedupe.ErrFenced) {
 				// Its retry is Begin's retry of the same keys: the
 				// same counts again (see Begin).
@@ -101,7 +103,9 @@ func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []str
 					u.asked[i] = ps.keyAt(keys, offsets, i)
 					u.first[u.set(u.asked[i], entry{attempts: 1, expires: expires})] = true
 				}
-				u.firsts = hs
+				for _, o := range offsets {
+					u.firsts = append(u.firsts, ps.offHash(uint64(o)))
+				}
 				ps.retry = u
 			}
 			return err
@@ -118,36 +122,55 @@ func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []str
 	return s.begin(ctx, ps, strs, out)
 }
 
-// firstDelivery returns the hashes of keys when the call is a first
-// delivery of fallback keys: every key "", offsets increasing, no key done,
-// begun or with an entry of its own, and no failed Begin to retry.
-func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) ([]keyHash, bool) {
-	if ps.retry != nil || len(keys) == 0 {
-		return nil, false
+// begunRunsRecord is the begun record of the partition's fallback keys of
+// offs (increasing) as runs of offsets, under a new number of this
+// owner's.
+func (ps *partition) begunRunsRecord(expires int64, offs []int64) *kgo.Record {
+	var runs []offRun
+	for _, o := range offs {
+		if n := len(runs); n > 0 && runs[n-1].hi+1 == uint64(o) {
+			runs[n-1].hi = uint64(o)
+		} else {
+			runs = append(runs, offRun{lo: uint64(o), hi: uint64(o)})
+		}
 	}
-	hs := make([]keyHash, len(keys))
+	ps.seq++
+	return &kgo.Record{
+		Topic:     ps.changelog,
+		Partition: ps.p.Partition,
+		Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+		Value:     appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs),
+	}
+}
+
+// firstDelivery reports whether the call is a first delivery of fallback
+// keys: every key "", offsets increasing, no key done, begun or with an
+// entry of its own, and no failed Begin to retry.
+func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) bool {
+	if ps.retry != nil || len(keys) == 0 {
+		return false
+	}
 	prev := int64(-1)
 	for i, k := range keys {
 		o := offsets[i]
 		if k != "" || o <= prev {
-			return nil, false
+			return false
 		}
 		prev = o
 		h := ps.offHash(uint64(o))
 		if !ps.notDone(h) {
-			return nil, false // maybe done, or done and expired: Begin sorts it out
+			return false // maybe done, or done and expired: Begin sorts it out
 		}
 		if ps.begun.len() > 0 && ps.begun.get(h) != nil {
-			return nil, false
+			return false
 		}
 		if len(ps.m) > 0 {
 			if _, in := ps.m[ps.offKey(uint64(o))]; in {
-				return nil, false
+				return false
 			}
 		}
-		hs[i] = h
 	}
-	return hs, true
+	return true
 }
 
 // DoneOffsets is Done of keys where "" stands for the partition's fallback

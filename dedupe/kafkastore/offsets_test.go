@@ -109,4 +109,24 @@ func TestFirstDeliveriesByOffsetSeeEveryEarlierWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAttempts("offset 10 after a reload", es, 1)
+
+	// A first delivery's record (runs of offsets, with a gap) read by
+	// the next owner.
+	out = make([]dedupe.Entry, 4)
+	if err := s2.BeginOffsets(ctx, p, make([]string, 4), []int64{20, 21, 22, 30}, out); err != nil {
+		t.Fatal(err)
+	}
+	wantAttempts("first delivery of 20..22 and 30", out, 1)
+	s3 := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := s3.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.LookupOffsets(ctx, p, make([]string, 4), []int64{20, 22, 30, 23}, out); err != nil {
+		t.Fatal(err)
+	}
+	wantAttempts("20, 22 and 30 after a reload", out[:3], 1)
+	wantAttempts("23, never begun, after a reload", out[3:], 0)
+	if st := s3.Stats(); st.Malformed != 0 {
+		t.Errorf("malformed records on a reload: %d", st.Malformed)
+	}
 }
