@@ -325,20 +325,20 @@ func (t *tracked) settle() {
 // never handed out, up to the first that was. Done records and held-back
 // copies are left out.
 func (t *tracked) next() []int {
-	idx := []int{t.head}
-	if t.st[t.head].attempts > 0 {
-		return idx
-	}
-	for i := t.head + 1; i < len(t.recs); i++ {
-		s := &t.st[i]
-		if s.done || s.copyOf > 0 {
-			continue
+	idx := append(t.w.idxBuf[:0], t.head) // reused: a delivery's idx is done with before the next
+	if t.st[t.head].attempts == 0 {
+		for i := t.head + 1; i < len(t.recs); i++ {
+			s := &t.st[i]
+			if s.done || s.copyOf > 0 {
+				continue
+			}
+			if s.attempts > 0 {
+				break
+			}
+			idx = append(idx, i)
 		}
-		if s.attempts > 0 {
-			break
-		}
-		idx = append(idx, i)
 	}
+	t.w.idxBuf = idx
 	return idx
 }
 

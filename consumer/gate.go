@@ -222,8 +222,10 @@ func (g *gate) lookup(w *worker, st []recState) bool {
 			return fmt.Errorf("store returned %d entries for %d keys", len(entries), len(keys))
 		}
 		for i, e := range entries {
-			st[i].attempts, st[i].markers, st[i].done = e.Attempts, e.Markers, e.Done
-			st[i].skip = e.Done
+			st[i].attempts, st[i].done, st[i].skip = e.Attempts, e.Done, e.Done
+			if e.Markers != nil || st[i].markers != nil { // no pointer written (and no write barrier) for none
+				st[i].markers = e.Markers
+			}
 		}
 		return nil
 	})
@@ -254,7 +256,10 @@ func (g *gate) begin(w *worker, st []recState, idx []int) bool {
 			s := &st[idx[k]]
 			// Deliveries that did not reach the record (it came after
 			// the index of a FailedAt) are not its attempts.
-			s.attempts, s.markers, s.done = max(e.Attempts-s.uncharged, 1), e.Markers, e.Done
+			s.attempts, s.done = max(e.Attempts-s.uncharged, 1), e.Done
+			if e.Markers != nil || s.markers != nil {
+				s.markers = e.Markers
+			}
 		}
 		return nil
 	})

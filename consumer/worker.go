@@ -50,6 +50,7 @@ type worker struct {
 	stBuf   []recState    // the records' states of the batch being delivered
 	recBuf  []*kgo.Record // a delivery's Records
 	statBuf []*recState   // a delivery's states
+	idxBuf  []int         // a delivery's records' indexes in the batch
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
