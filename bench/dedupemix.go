@@ -11,7 +11,6 @@ import (
 
 	"github.com/kbatch/kbatch/consumer"
 	"github.com/kbatch/kbatch/dedupe"
-	"github.com/kbatch/kbatch/dedupe/kafkastore"
 )
 
 // The key mix of the kbatch-dedupe-mix scenarios: one record in ten
@@ -92,20 +91,10 @@ func runKbatchDedupeMixMemory(ctx context.Context, env *Env) (Outcome, error) {
 
 // runKbatchDedupeMixKafka is the key mix with the Kafka store.
 func runKbatchDedupeMixKafka(ctx context.Context, env *Env) (Outcome, error) {
-	changelog := env.Group + "." + env.Topic + ".kbatch-dedupe"
-	store, err := kafkastore.New(kafkastore.Options{
-		Brokers:    env.Brokers,
-		Group:      env.Group,
-		TopicName:  func(string) string { return changelog },
-		ClientOpts: []kgo.Opt{kgo.Dialer(env.Wire.DialContext)},
-	})
+	store, closeStore, err := openKafkaStore(ctx, env)
 	if err != nil {
 		return Outcome{OwnCommits: -1}, err
 	}
 	out, err := runDedupeMix(ctx, env, store)
-	err = errors.Join(err, store.Close())
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	_ = deleteTopic(dctx, env.Brokers, changelog)
-	return out, err
+	return out, errors.Join(err, closeStore())
 }

@@ -287,6 +287,58 @@ func TestAssignRefusesChangelogWithOtherPartitionCount(t *testing.T) {
 	}
 }
 
+// TestPrepareCreatesTheChangelogAndRefusesWhatAssignRefuses guards
+// Prepare: it creates the changelog Assign would (compacted, co-partitioned)
+// before any Assign, and reports what Assign would report.
+func TestPrepareCreatesTheChangelogAndRefusesWhatAssignRefuses(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	ctx := testContext(t)
+	input := kafkatest.NewTopic(t, 3)
+	group := kafkatest.NewGroup(t)
+	changelog := group + "." + input + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, changelog)
+	s := openStore(t, brokers, Options{Group: group})
+	if err := s.Prepare(ctx, input); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	adm := kafkatest.Admin(t, brokers)
+	details, err := adm.ListTopics(ctx, changelog)
+	if err != nil || details.Error() != nil {
+		t.Fatalf("listing %s after Prepare: %v %v", changelog, err, details.Error())
+	}
+	if n := len(details[changelog].Partitions); n != 3 {
+		t.Errorf("changelog has %d partitions, want 3 like the input", n)
+	}
+	p := dedupe.Partition{Topic: input, Partition: 1}
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatalf("Assign after Prepare: %v", err)
+	}
+	if _, err := s.Begin(ctx, p, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+
+	missing := kafkatest.Name(t, "missing")
+	if err := s.Prepare(ctx, missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Prepare of a missing input topic: %v, want an error naming it", err)
+	}
+	other := kafkatest.NewTopic(t, 3)
+	otherLog := group + "." + other + ".kbatch-dedupe"
+	deleteAtEnd(t, brokers, otherLog)
+	if _, err := adm.CreateTopic(ctx, 2, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, otherLog); err != nil {
+		t.Fatal(err)
+	}
+	var pce *PartitionCountError
+	if err := s.Prepare(ctx, other); !errors.As(err, &pce) {
+		t.Errorf("Prepare with a changelog of 2 partitions for 3: %v, want a *PartitionCountError", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Prepare(ctx, input); !errors.Is(err, dedupe.ErrClosed) {
+		t.Errorf("Prepare after Close: %v, want ErrClosed", err)
+	}
+}
+
 // TestAssignRefusesMissingInputTopic guards against creating a changelog
 // (with a guessed partition count) for an input topic that does not exist.
 func TestAssignRefusesMissingInputTopic(t *testing.T) {

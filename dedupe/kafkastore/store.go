@@ -589,6 +589,20 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 	return nil
 }
 
+// Prepare looks up the changelog of the input topic, creating it
+// (compacted, with the input's partition count) if it does not exist, and
+// checks it, as the first Assign of one of input's partitions would. Call
+// it at start-up to fail fast on a missing topic, an ACL or a changelog of
+// the wrong partition count, and to take the topic's creation out of the
+// group's first rebalance. Assign works without it.
+func (s *Store) Prepare(ctx context.Context, input string) error {
+	if s.isClosed() {
+		return dedupe.ErrClosed
+	}
+	_, err := s.changelog(ctx, input)
+	return err
+}
+
 // Lookup returns the entries of keys from memory, in the order of keys; an
 // unknown or expired key is the zero Entry.
 func (s *Store) Lookup(ctx context.Context, p dedupe.Partition, keys []string) ([]dedupe.Entry, error) {
