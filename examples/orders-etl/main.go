@@ -110,6 +110,13 @@ func serve(f flags) error {
 		return err
 	}
 	defer store.Close()
+	// The changelog is created (or checked) now, not in the first rebalance.
+	pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = store.Prepare(pctx, f.topic)
+	cancel()
+	if err != nil {
+		return err
+	}
 
 	kp := kprom.NewMetrics("kbatch_client")
 	cfg := consumer.Config{
