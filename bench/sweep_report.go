@@ -101,10 +101,9 @@ func (r *SweepReport) writeMarkdown(w io.Writer, withCommand bool) {
 	}
 	if len(r.Points) > 0 {
 		p := r.Points[0].Report.Params
-		records := fmt.Sprintf("%s records", groupDigits(int64(p.Records)))
 		parts := map[string][]string{
-			"partitions": {records, fmt.Sprintf("%d B values", p.ValueBytes)},
-			"value-size": {fmt.Sprintf("%d partitions", p.Partitions), fmt.Sprintf("records scaled down as values grow, so that each point moves about %s of values", sizeLabel(r.SweepBytes))},
+			"partitions": {"about " + groupDigits(int64(p.Records)) + " records, rounded up to whole batches of kbatch's in every partition (see the records column)", fmt.Sprintf("%d B values", p.ValueBytes)},
+			"value-size": {fmt.Sprintf("%d partitions", p.Partitions), fmt.Sprintf("records scaled down as values grow, so that each point moves about %s of values, and rounded up to whole batches of kbatch's in every partition where batches are cut by count", sizeLabel(r.SweepBytes))},
 			"backlog":    {fmt.Sprintf("%d partitions", p.Partitions), fmt.Sprintf("%d B values", p.ValueBytes)},
 		}[r.Sweep]
 		parts = append(parts, "keys: "+keysText(p.Keys), "compression "+p.Compression)

@@ -62,7 +62,9 @@ func TestSweepPoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pts) != 4 || pts[0].Partitions != 8 || pts[3].Partitions != 1024 || pts[3].Records != 300000 || pts[3].ValueBytes != 50 || labels[3] != "1,024" {
+	// Whole batches of 1000 records in every partition: 300,000 rounded
+	// up to a multiple of partitions × 1000.
+	if len(pts) != 4 || pts[0].Partitions != 8 || pts[3].Partitions != 1024 || pts[0].Records != 304_000 || pts[3].Records != 1_024_000 || pts[3].ValueBytes != 50 || labels[3] != "1,024" {
 		t.Errorf("partitions points %+v %q", pts, labels)
 	}
 
@@ -70,7 +72,9 @@ func TestSweepPoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRecords := []int{2_097_152, 204_800, 20_480, 2_048}
+	// 100 B and 1 KiB: rounded up to whole batches of 1000 in each of 12
+	// partitions; 10 KiB and 100 KiB batches are cut by bytes: as divided.
+	wantRecords := []int{2_100_000, 216_000, 20_480, 2_048}
 	for i, p := range pts {
 		if p.Records != wantRecords[i] || p.Partitions != 12 {
 			t.Errorf("value-size point %s: %d records in %d partitions, want %d in 12", labels[i], p.Records, p.Partitions, wantRecords[i])
@@ -290,10 +294,15 @@ func TestRunSweepEndToEnd(t *testing.T) {
 	if len(got.Points) != 2 || got.Points[1].Report.Params.Partitions != 5 || strings.Join(got.Scenarios, ",") != "franz-raw,kbatch" {
 		t.Fatalf("points %+v scenarios %v", got.Points, got.Scenarios)
 	}
-	for _, p := range got.Points {
+	for i, p := range got.Points {
+		// 3000 records rounded up to whole batches of 1000 in each of 2
+		// and 5 partitions.
+		if want := []int{4000, 5000}[i]; p.Report.Params.Records != want {
+			t.Errorf("point %s: %d records, want %d", p.Label, p.Report.Params.Records, want)
+		}
 		for _, s := range p.Report.Scenarios {
 			for _, r := range s.Runs {
-				if !r.OK || !r.Isolated || r.PeakRSS == 0 || r.Records != 3000 {
+				if !r.OK || !r.Isolated || r.PeakRSS == 0 || r.Records != int64(p.Report.Params.Records) {
 					t.Errorf("%s at %s run %d: ok %v isolated %v rss %d records %d", s.Key, p.Label, r.Run, r.OK, r.Isolated, r.PeakRSS, r.Records)
 				}
 			}
