@@ -32,6 +32,18 @@ func (ps *partition) keyAt(keys []string, offsets []int64, i int) string {
 	return keys[i]
 }
 
+// offsetCall checks the lengths of an OffsetStore call's slices (out too
+// when withOut) and its context, and returns p's state with its mu held.
+func (s *Store) offsetCall(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry, withOut bool) (*partition, error) {
+	if len(offsets) != len(keys) || withOut && len(out) != len(keys) {
+		return nil, dedupe.ErrKeyLengths
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.partition(p)
+}
+
 // liveOwn is live for the partition's fallback key of offset o.
 func (s *Store) liveOwn(ps *partition, o uint64, now int64) (entry, bool) {
 	key := "" // not in m when m is empty; else m is asked under its string
@@ -44,13 +56,7 @@ func (s *Store) liveOwn(ps *partition, o uint64, now int64) (entry, bool) {
 // LookupOffsets is Lookup of keys where "" stands for the partition's
 // fallback key of the offset beside it, with the entries written into out.
 func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
-	if len(offsets) != len(keys) || len(out) != len(keys) {
-		return dedupe.ErrKeyLengths
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	ps, err := s.partition(p)
+	ps, err := s.offsetCall(ctx, p, keys, offsets, out, true)
 	if err != nil {
 		return err
 	}
@@ -79,13 +85,7 @@ func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []st
 // offsets, a few bytes for a batch of consecutive offsets; any other call
 // is Begin's.
 func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
-	if len(offsets) != len(keys) || len(out) != len(keys) {
-		return dedupe.ErrKeyLengths
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	ps, err := s.partition(p)
+	ps, err := s.offsetCall(ctx, p, keys, offsets, out, true)
 	if err != nil {
 		return err
 	}
@@ -176,13 +176,7 @@ func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) boo
 // DoneOffsets is Done of keys where "" stands for the partition's fallback
 // key of the offset beside it.
 func (s *Store) DoneOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64) error {
-	if len(offsets) != len(keys) {
-		return dedupe.ErrKeyLengths
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	ps, err := s.partition(p)
+	ps, err := s.offsetCall(ctx, p, keys, offsets, nil, false)
 	if err != nil {
 		return err
 	}

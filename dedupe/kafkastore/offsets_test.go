@@ -4,9 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
-
 	"github.com/kbatch/kbatch/dedupe"
 )
 
@@ -44,24 +41,7 @@ func TestFirstDeliveriesByOffsetSeeEveryEarlierWrite(t *testing.T) {
 
 	// A first delivery refused by the broker once, then retried: one
 	// delivery.
-	refused := make(chan struct{})
-	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		req := kr.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.PolicyViolation.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		close(refused)
-		return resp, nil, true
-	})
+	refused := refuseNextProduce(c)
 	out := make([]dedupe.Entry, 3)
 	if err := s.BeginOffsets(ctx, p, []string{"", "", ""}, []int64{5, 6, 7}, out); err == nil {
 		t.Fatal("BeginOffsets with its produce refused: no error")

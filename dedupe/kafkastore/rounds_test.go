@@ -27,6 +27,31 @@ func roundsCluster(t *testing.T) *kfake.Cluster {
 	return c
 }
 
+// refuseNextProduce makes the cluster refuse the next produce request
+// (POLICY_VIOLATION for every partition, nothing written), once; the
+// channel is closed when it did.
+func refuseNextProduce(c *kfake.Cluster) <-chan struct{} {
+	refused := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.PolicyViolation.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		close(refused)
+		return resp, nil, true
+	})
+	return refused
+}
+
 // roundsKeys are a batch's keys: fallback keys of the partition (a runs
 // record) and a header key (a hashes record).
 func roundsKeys(p dedupe.Partition) []string {
@@ -123,25 +148,7 @@ func TestFailedDoneIsReportedAndWrittenAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	refused := make(chan struct{})
-	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		// Once: the Done's produce request is refused.
-		req := kr.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.PolicyViolation.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		close(refused)
-		return resp, nil, true
-	})
+	refused := refuseNextProduce(c) // the Done's
 	if err := s.Done(ctx, p, keys); err != nil {
 		t.Fatalf("Done: %v", err)
 	}
