@@ -363,6 +363,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"no group and no topic name", Options{Brokers: []string{"b"}}, "Group"},
 		{"negative retention", Options{Brokers: []string{"b"}, Group: "g", Retention: -time.Second}, "Retention"},
 		{"replication factor below -1", Options{Brokers: []string{"b"}, Group: "g", ReplicationFactor: -2}, "ReplicationFactor"},
+		{"negative producers", Options{Brokers: []string{"b"}, Group: "g", Producers: -1}, "Producers"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,9 +2,11 @@ package kafkastore
 
 import (
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/kbatch/kbatch/dedupe"
+	"github.com/kbatch/kbatch/internal/kafkatest"
 )
 
 // TestFirstDeliveriesByOffsetSeeEveryEarlierWrite guards BeginOffsets'
@@ -108,5 +110,80 @@ func TestFirstDeliveriesByOffsetSeeEveryEarlierWrite(t *testing.T) {
 	wantAttempts("23, never begun, after a reload", out[3:], 0)
 	if st := s3.Stats(); st.Malformed != 0 {
 		t.Errorf("malformed records on a reload: %d", st.Malformed)
+	}
+}
+
+// TestPartitionsWriteInOrderThroughSeveralProducers guards Options.Producers:
+// each changelog partition is written through one producer client (its
+// records in order, as the load rules need), the partitions are spread over
+// the clients, and batches written concurrently on every partition all read
+// back done.
+func TestPartitionsWriteInOrderThroughSeveralProducers(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	ctx := testContext(t)
+	const parts, rounds, batch = 6, 15, 10
+	input := kafkatest.NewTopic(t, parts)
+	group := kafkatest.NewGroup(t)
+	deleteAtEnd(t, brokers, group+"."+input+".kbatch-dedupe")
+	s := openStore(t, brokers, Options{Group: group, Producers: 3})
+	if len(s.prods) != 3 || s.producer(0) != s.producer(3) || s.producer(0) == s.producer(1) || s.producer(1) == s.producer(2) {
+		t.Fatalf("%d producers; partition 0, 1, 2, 3 write through %p %p %p %p", len(s.prods), s.producer(0), s.producer(1), s.producer(2), s.producer(3))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, parts)
+	for p := range int32(parts) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dp := dedupe.Partition{Topic: input, Partition: p}
+			if err := s.Assign(ctx, dp); err != nil {
+				errs <- err
+				return
+			}
+			keys, offs, out := make([]string, batch), make([]int64, batch), make([]dedupe.Entry, batch)
+			for r := range rounds {
+				for i := range offs {
+					offs[i] = int64(r*batch + i)
+				}
+				if err := s.BeginOffsets(ctx, dp, keys, offs, out); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.DoneOffsets(ctx, dp, keys, offs); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, brokers, Options{Group: group, Producers: 2})
+	keys, offs, out := make([]string, rounds*batch), make([]int64, rounds*batch), make([]dedupe.Entry, rounds*batch)
+	for i := range offs {
+		offs[i] = int64(i)
+	}
+	for p := range int32(parts) {
+		dp := dedupe.Partition{Topic: input, Partition: p}
+		if err := s2.Assign(ctx, dp); err != nil {
+			t.Fatal(err)
+		}
+		if err := s2.LookupOffsets(ctx, dp, keys, offs, out); err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range out {
+			if !e.Done {
+				t.Fatalf("partition %d offset %d after a reload: %+v, want done", p, i, e)
+			}
+		}
+	}
+	if st := s2.Stats(); st.Malformed != 0 || st.Fenced != 0 {
+		t.Errorf("reload: %d malformed, %d fenced records", st.Malformed, st.Fenced)
 	}
 }

@@ -12,6 +12,9 @@ import (
 // DefaultRetention is Options.Retention's default.
 const DefaultRetention = 7 * 24 * time.Hour
 
+// DefaultProducers is Options.Producers' default.
+const DefaultProducers = 4
+
 // Options configures a Store. Brokers and Group (or TopicName) are required.
 type Options struct {
 	// Brokers are the seed brokers. Required.
@@ -38,6 +41,15 @@ type Options struct {
 	// ReplicationFactor of a changelog topic the store creates. 0 or -1:
 	// the broker's default (default.replication.factor; Kafka 2.4+).
 	ReplicationFactor int16
+	// Producers is how many producer clients write the changelogs, each
+	// changelog partition always through the same one (partition number
+	// modulo Producers), so that its writes stay in order. A broker serves
+	// one connection's requests one at a time, and every batch waits for
+	// its Begin's write: with more than one, a broker serves several
+	// partitions' writes at once. Each is a client of its own (its
+	// connections, its producer ID). Default 4 (DefaultProducers); a
+	// negative value is refused.
+	Producers int
 	// Security is the connection's TLS and SASL, used by every client the
 	// store makes (its producer and admin client, and the short-lived
 	// readers of Assign and of read-backs). Give it the consumer's
@@ -71,6 +83,8 @@ func (o Options) validate() error {
 		return &OptionsError{"MaxKeys", "is negative"}
 	case o.ReplicationFactor < -1:
 		return &OptionsError{"ReplicationFactor", "is below -1"}
+	case o.Producers < 0:
+		return &OptionsError{"Producers", "is negative"}
 	}
 	if err := o.Security.Validate(); err != nil {
 		return &OptionsError{"Security", "is invalid: " + err.Error()}
@@ -89,6 +103,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReplicationFactor == 0 {
 		o.ReplicationFactor = -1
+	}
+	if o.Producers == 0 {
+		o.Producers = DefaultProducers
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -61,7 +61,7 @@ func (s *Store) produceRound(recs []*kgo.Record) *round {
 	r := &round{recs: recs, done: make(chan struct{})}
 	r.left.Store(int32(len(recs)))
 	for _, rec := range recs {
-		s.cl.Produce(context.Background(), rec, r.ack)
+		s.producer(rec.Partition).Produce(context.Background(), rec, r.ack)
 	}
 	return r
 }
@@ -175,7 +175,7 @@ func (s *Store) flush(ps *partition) {
 	defer cancel()
 	_, err := ps.settle(ctx)
 	if len(ps.resend) > 0 {
-		err = s.cl.ProduceSync(ctx, again(ps.resend)...).FirstErr()
+		err = s.producer(ps.p.Partition).ProduceSync(ctx, again(ps.resend)...).FirstErr()
 		if err == nil {
 			ps.resend = nil
 		}

@@ -25,9 +25,10 @@ import (
 // Store is the Kafka dedupe store. It is safe for concurrent use; see the
 // package documentation for how it works.
 type Store struct {
-	opts Options // defaults filled in
-	cl   *kgo.Client
-	adm  *kadm.Client
+	opts  Options // defaults filled in
+	cl    *kgo.Client
+	adm   *kadm.Client
+	prods []*kgo.Client // write the changelogs: prods[0] is cl; see producer
 
 	records   atomic.Int64
 	malformed atomic.Int64
@@ -472,13 +473,33 @@ func New(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkastore: creating the Kafka client: %w", err)
 	}
+	prods := []*kgo.Client{cl}
+	for len(prods) < opts.Producers {
+		pc, err := kgo.NewClient(kopts...)
+		if err != nil {
+			for _, c := range prods {
+				c.Close()
+			}
+			return nil, fmt.Errorf("kafkastore: creating the Kafka client: %w", err)
+		}
+		prods = append(prods, pc)
+	}
 	return &Store{
+		prods:  prods,
 		opts:   opts,
 		cl:     cl,
 		adm:    kadm.NewClient(cl),
 		topics: make(map[string]changelog),
 		parts:  make(map[dedupe.Partition]*partition),
 	}, nil
+}
+
+// producer is the client that writes the changelog partition partition:
+// always the same one, so that the partition's writes keep their order
+// (each client's producer is idempotent and keeps a partition's records in
+// order; two clients would not).
+func (s *Store) producer(partition int32) *kgo.Client {
+	return s.prods[int(partition)%len(s.prods)]
 }
 
 // Stats returns the store's counters.
@@ -533,7 +554,7 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 			Value:     appendClaim(nil, now.UnixNano()),
 			Headers:   []kgo.RecordHeader{{Key: baseHeader, Value: strconv.AppendInt(nil, base, 10)}},
 		}
-		if err := s.cl.ProduceSync(ctx, claim).FirstErr(); err != nil {
+		if err := s.producer(p.Partition).ProduceSync(ctx, claim).FirstErr(); err != nil {
 			ps.mu.Unlock()
 			return closedOr(fmt.Errorf("kafkastore: claiming %v in %s: %w", p, cl.name, err))
 		}
@@ -914,9 +935,13 @@ func (s *Store) Close() error {
 	// The Done rounds in flight land first (bounded: a call in flight may
 	// hold its partition, so they are not waited for one by one).
 	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
-	_ = s.cl.Flush(ctx)
+	for _, pc := range s.prods {
+		_ = pc.Flush(ctx)
+	}
 	cancel()
-	s.cl.Close() // then, so that calls in flight fail fast and free their partitions
+	for _, pc := range s.prods { // then, so that calls in flight fail fast and free their partitions
+		pc.Close()
+	}
 	for _, ps := range parts {
 		if err := ps.drop(); err != nil {
 			s.opts.Logger.Warn("kafkastore: keys done could not be written before the store closed; their records are handed out again if they are read again",
@@ -1175,7 +1200,7 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 	// before them, are waited for: they are acknowledged first.
 	results := make(chan kgo.ProduceResult, len(recs))
 	for _, r := range recs {
-		s.cl.Produce(ctx, r, func(r *kgo.Record, err error) { results <- kgo.ProduceResult{Record: r, Err: err} })
+		s.producer(r.Partition).Produce(ctx, r, func(r *kgo.Record, err error) { results <- kgo.ProduceResult{Record: r, Err: err} })
 	}
 	landed, prevErr := ps.settle(ctx)
 	var err error
