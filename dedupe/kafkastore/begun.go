@@ -1,7 +1,6 @@
 package kafkastore
 
 import (
-	"encoding/binary"
 	"slices"
 )
 
@@ -28,12 +27,7 @@ func (b *begunSet) len() int { return len(b.m) + b.n }
 
 // offset returns the offset h spells out if it is a fallback key of the
 // partition.
-func (b *begunSet) offset(h keyHash) (uint64, bool) {
-	if binary.BigEndian.Uint64(h[8:]) != b.fnv {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(h[:8]), true
-}
+func (b *begunSet) offset(h keyHash) (uint64, bool) { return fallbackOffset(h, b.fnv) }
 
 // span returns the index of the span holding offset o, or -1.
 func (b *begunSet) span(o uint64) int {
@@ -200,12 +194,7 @@ func (b *begunSet) removeMapped(h keyHash) *begunRec {
 }
 
 // hashOf is the hash of the partition's fallback key of offset o.
-func (b *begunSet) hashOf(o uint64) keyHash {
-	var h keyHash
-	binary.BigEndian.PutUint64(h[0:8], o)
-	binary.BigEndian.PutUint64(h[8:16], b.fnv)
-	return h
-}
+func (b *begunSet) hashOf(o uint64) keyHash { return fallbackHash(o, b.fnv) }
 
 // removeRec takes out every key begun in rec.
 func (b *begunSet) removeRec(rec *begunRec) {

@@ -272,6 +272,25 @@ func offsetHash(key string) (keyHash, bool) {
 	return h, true
 }
 
+// fallbackHash is the hash of the fallback key of offset o of the input
+// partition whose topic and partition hash to fnv (as offsetHash spells it
+// out).
+func fallbackHash(o, fnv uint64) keyHash {
+	var h keyHash
+	binary.BigEndian.PutUint64(h[0:8], o)
+	binary.BigEndian.PutUint64(h[8:16], fnv)
+	return h
+}
+
+// fallbackOffset returns the offset h spells out if it is a fallback key
+// of the input partition whose topic and partition hash to fnv.
+func fallbackOffset(h keyHash, fnv uint64) (uint64, bool) {
+	if binary.BigEndian.Uint64(h[8:]) != fnv {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(h[:8]), true
+}
+
 // appendHashes appends the encoding of a done or begun record (kind) of
 // keys written by the owner of epoch, that expire together.
 func appendHashes(dst []byte, kind byte, epoch, expires int64, hs []keyHash) []byte {

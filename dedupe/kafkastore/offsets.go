@@ -3,7 +3,6 @@ package kafkastore
 import (
 	"context"
 	"errors"
-	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -70,9 +69,10 @@ func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []st
 		} else {
 			e, ok = s.live(ps, ps.keyAt(keys, offsets, i), now)
 		}
-		out[i] = dedupe.Entry{}
 		if ok {
 			out[i] = e.export()
+		} else {
+			out[i] = dedupe.Entry{}
 		}
 	}
 	return nil
@@ -99,12 +99,9 @@ func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []str
 				// same counts again (see Begin).
 				u := newUpdates(len(keys))
 				u.asked = make([]string, len(keys))
-				for i := range keys {
+				for i, o := range offsets {
 					u.asked[i] = ps.keyAt(keys, offsets, i)
-					u.first[u.set(u.asked[i], entry{attempts: 1, expires: expires})] = true
-				}
-				for _, o := range offsets {
-					u.firsts = append(u.firsts, ps.offHash(uint64(o)))
+					u.addFirst(u.asked[i], ps.offHash(uint64(o)), expires)
 				}
 				ps.retry = u
 			}
@@ -123,8 +120,7 @@ func (s *Store) BeginOffsets(ctx context.Context, p dedupe.Partition, keys []str
 }
 
 // begunRunsRecord is the begun record of the partition's fallback keys of
-// offs (increasing) as runs of offsets, under a new number of this
-// owner's.
+// offs (increasing) as runs of offsets.
 func (ps *partition) begunRunsRecord(expires int64, offs []int64) *kgo.Record {
 	var runs []offRun
 	for _, o := range offs {
@@ -134,13 +130,7 @@ func (ps *partition) begunRunsRecord(expires int64, offs []int64) *kgo.Record {
 			runs = append(runs, offRun{lo: uint64(o), hi: uint64(o)})
 		}
 	}
-	ps.seq++
-	return &kgo.Record{
-		Topic:     ps.changelog,
-		Partition: ps.p.Partition,
-		Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
-		Value:     appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs),
-	}
+	return ps.setRecord(begunPrefix, appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs))
 }
 
 // firstDelivery reports whether the call is a first delivery of fallback

@@ -160,21 +160,11 @@ func (ps *partition) doneRange(lo, hi uint64, expires int64) {
 }
 
 // offHash is the hash of the partition's fallback key of offset o.
-func (ps *partition) offHash(o uint64) keyHash {
-	var h keyHash
-	binary.BigEndian.PutUint64(h[0:8], o)
-	binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
-	return h
-}
+func (ps *partition) offHash(o uint64) keyHash { return fallbackHash(o, ps.offFNV) }
 
 // ownOffset returns the offset a hash spells out if it is one of the
 // partition's fallback keys.
-func (ps *partition) ownOffset(h keyHash) (uint64, bool) {
-	if binary.BigEndian.Uint64(h[8:]) != ps.offFNV {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(h[:8]), true
-}
+func (ps *partition) ownOffset(h keyHash) (uint64, bool) { return fallbackOffset(h, ps.offFNV) }
 
 // doneExp returns the expiry of a key done, expired or not.
 func (ps *partition) doneExp(h keyHash) (expSec, bool) {
@@ -205,10 +195,7 @@ func (ps *partition) doneLen() int { return len(ps.done) + ps.runs.n }
 func (ps *partition) hash(key string) keyHash {
 	if len(key) > len(ps.offPrefix) && key[:len(ps.offPrefix)] == ps.offPrefix {
 		if o, ok := offkey.ParseDigits(key[len(ps.offPrefix):]); ok {
-			var h keyHash
-			binary.BigEndian.PutUint64(h[0:8], uint64(o))
-			binary.BigEndian.PutUint64(h[8:16], ps.offFNV)
-			return h
+			return ps.offHash(uint64(o))
 		}
 	}
 	return hashKey(key)
@@ -689,8 +676,7 @@ func (s *Store) begin(ctx context.Context, ps *partition, keys []string, out []d
 			if !ok {
 				// Begun for the first time: its hash goes in the call's
 				// begun record, not a record of its own.
-				u.firsts = append(u.firsts, h)
-				u.first[u.set(k, entry{attempts: 1, expires: expires})] = true
+				u.addFirst(k, h, expires)
 				continue
 			}
 			e.attempts++
@@ -723,14 +709,21 @@ func (s *Store) begin(ctx context.Context, ps *partition, keys []string, out []d
 }
 
 // begunRecord is the record of the keys hs begun for the first time in one
-// Begin, under a new number of this owner's.
+// Begin.
 func (ps *partition) begunRecord(expires int64, hs []keyHash) *kgo.Record {
+	return ps.setRecord(begunPrefix, appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindBegun, ps.epoch, expires, hs))
+}
+
+// setRecord is a record of keys done or begun (prefix donePrefix or
+// begunPrefix) holding value, under a changelog key of its own: the
+// prefix, this owner's epoch and a new number of this owner's.
+func (ps *partition) setRecord(prefix string, value []byte) *kgo.Record {
 	ps.seq++
 	return &kgo.Record{
 		Topic:     ps.changelog,
 		Partition: ps.p.Partition,
-		Key:       []byte(begunPrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
-		Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindBegun, ps.epoch, expires, hs),
+		Key:       []byte(prefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
+		Value:     value,
 	}
 }
 
@@ -848,22 +841,10 @@ func (s *Store) done(ctx context.Context, ps *partition, keys []string, offsets 
 		}
 	}
 	if len(hs) > 0 {
-		ps.seq++
-		extra = append(extra, &kgo.Record{
-			Topic:     ps.changelog,
-			Partition: ps.p.Partition,
-			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
-			Value:     appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs),
-		})
+		extra = append(extra, ps.setRecord(donePrefix, appendHashes(make([]byte, 0, 32+len(hs)*keyHashSize), kindDone, ps.epoch, expires, hs)))
 	}
 	if len(runs) > 0 {
-		ps.seq++
-		extra = append(extra, &kgo.Record{
-			Topic:     ps.changelog,
-			Partition: ps.p.Partition,
-			Key:       []byte(donePrefix + strconv.FormatInt(ps.epoch, 10) + "/" + strconv.FormatInt(ps.seq, 10)),
-			Value:     appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs),
-		})
+		extra = append(extra, ps.setRecord(donePrefix, appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs)))
 	}
 	if len(extra) == 0 {
 		return nil
@@ -1115,6 +1096,13 @@ func (u *updates) get(k string) (entry, bool) {
 		return u.es[i], true
 	}
 	return entry{}, false
+}
+
+// addFirst adds k, begun for the first time (hash h): its count goes in
+// the call's begun record, not a record of its own.
+func (u *updates) addFirst(k string, h keyHash, expires int64) {
+	u.firsts = append(u.firsts, h)
+	u.first[u.set(k, entry{attempts: 1, expires: expires})] = true
 }
 
 // set sets k's new entry and returns its index in keys.
