@@ -202,8 +202,11 @@ type Config struct {
 	// not returned one second after that is abandoned: the revoke or close
 	// goes on without it, nothing it completes is committed by this member
 	// (the next owner handles its records again), and Stats.Abandoned counts
-	// it. Close therefore returns within DrainTimeout + 1s plus the final
-	// commit. Keep it well under the rebalance timeout (60s by default) or
+	// it. Close therefore returns within DrainTimeout + CommitTimeout + 6s,
+	// even when the group coordinator stops answering (the final commit and
+	// the LeaveGroup are then given up: the next owner reads again what was
+	// not committed, and the group drops the member when its session times
+	// out). Keep it well under the rebalance timeout (60s by default) or
 	// the member is kicked out of the group. Default 10s.
 	DrainTimeout time.Duration
 	// StallTimeout is how long a partition may have records waiting

@@ -293,10 +293,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	stopPolling()
 	<-watchDone
 
-	// Leaving the group runs onRevoked for everything we own: it drains the
-	// workers and commits their watermarks. CloseAllowingRebalance because a
-	// poll may still hold the rebalance lock.
-	c.cl.CloseAllowingRebalance()
+	c.leaveAndClose()
 	if c.deadLetters != nil {
 		c.deadLetters.close()
 	}
@@ -313,6 +310,40 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// leaveAndClose leaves the group and closes the client, within a bound.
+// Leaving runs onRevoked for everything the member owns: it drains the
+// workers (DrainTimeout, then abandonAfter for a handler ignoring its
+// context) and commits their watermarks (CommitTimeout); then kgo sends
+// LeaveGroup, which it would retry for as long as a stalled coordinator stays
+// silent (30s and more). The leave is given the sum of those plus leaveGrace;
+// past that the member goes on without it (the group notices the
+// member gone when its session times out), and what was not committed is read
+// again by the partitions' next owner. Closing the client is then given
+// leaveGrace too: a client that cannot close in time is left to finish in the
+// background rather than hold Run.
+func (c *Consumer) leaveAndClose() {
+	bound := c.cfg.DrainTimeout + abandonAfter + c.cfg.CommitTimeout + leaveGrace
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	// A poll may still hold the rebalance lock.
+	c.cl.AllowRebalance()
+	if err := c.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() != nil {
+		c.cfg.Logger.Warn("kbatch: leaving the group took too long, going on without it", "after", bound, "err", err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		c.cl.Close()
+	}()
+	t := time.NewTimer(leaveGrace)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		c.cfg.Logger.Warn("kbatch: the client did not close in time, going on without it", "after", leaveGrace)
+	}
 }
 
 // Close stops a running Run and waits for it to return; if Run was never

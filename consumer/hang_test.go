@@ -482,3 +482,94 @@ func TestDeadLetterProducerConnectsLikeTheMemberOverTLS(t *testing.T) {
 		})
 	}
 }
+
+// Guards invariant 7's bound when the group coordinator stops answering:
+// leaving the group (the final commit, then LeaveGroup) used to be waited for
+// without limit, so a member told to stop while its coordinator stalled held
+// Close as long as the stall lasted. Close now returns within DrainTimeout
+// plus CommitTimeout plus a small constant, and the records handled are not
+// lost: what was not committed is read again by the next member.
+func TestCloseReturnsInTimeWhenTheCoordinatorStalls(t *testing.T) {
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	adm := kafkatest.Admin(t, brokers)
+	const topic = "stall"
+	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Produce(t, brokers, topic, 1000, value100)
+
+	cfg := Config{
+		Brokers: brokers, Group: "stall-group", Topics: []string{topic},
+		Batch:         batcher.Policy{MaxRecords: 100},
+		Commit:        offsets.Policy{EveryRecords: 1 << 30, Interval: time.Hour},
+		DrainTimeout:  500 * time.Millisecond,
+		CommitTimeout: time.Second,
+		// The member stays in the group when its LeaveGroup is lost: a
+		// short session lets the next member in soon after.
+		ClientOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second)},
+	}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "every record handled", func() bool { return handled.Load() == 1000 })
+
+	// From now on the coordinator takes every group request and answers
+	// none until the test ends.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unstall := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unstall()
+	var held atomic.Int64
+	for _, key := range []kmsg.Key{kmsg.OffsetCommit, kmsg.LeaveGroup, kmsg.Heartbeat, kmsg.JoinGroup, kmsg.SyncGroup} {
+		cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cluster.KeepControl()
+			select {
+			case <-release:
+				return nil, nil, false
+			default:
+			}
+			held.Add(1)
+			cluster.SleepControl(func() { <-release })
+			// A request held through the stall is lost with it: the
+			// connection is dropped and nothing it asked is applied.
+			return nil, errors.New("coordinator stalled"), true
+		})
+	}
+
+	start := time.Now()
+	err = m.stop()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held.Load() == 0 {
+		t.Fatal("no group request reached the stalled coordinator: the test proves nothing")
+	}
+	if bound := cfg.DrainTimeout + cfg.CommitTimeout + 6*time.Second; took > bound {
+		t.Fatalf("Close took %s while the coordinator stalled, want within %s", took, bound)
+	}
+	t.Logf("Close took %s while the coordinator stalled (%d group requests held)", took, held.Load())
+
+	// The stall ends; nothing was committed, so a new member reads the
+	// records again (at least once), none is lost.
+	unstall()
+	var again atomic.Int64
+	m2 := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		again.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitUntil(t, 60*time.Second, "the records read again", func() bool { return again.Load() == 1000 })
+	if err := m2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Load(); got != 1000 {
+		t.Fatalf("the next member read %d records, want the 1000 left uncommitted", got)
+	}
+}

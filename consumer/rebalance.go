@@ -267,6 +267,11 @@ func (c *Consumer) detach(tps []offsets.Partition) []*worker {
 // stop before nobody waits for it any more.
 const abandonAfter = time.Second
 
+// leaveGrace is what leaving the group may take beyond the final drain and
+// commit (the LeaveGroup request), and what closing the client may take after
+// it: see leaveAndClose.
+const leaveGrace = 2 * time.Second
+
 // drainWorkers asks the workers to finish their in-flight batch and waits
 // DrainTimeout; then it cancels the handlers that are still running and
 // gives them abandonAfter to return before abandoning them (see abandon).
