@@ -490,18 +490,8 @@ func TestDeadLetterProducerConnectsLikeTheMemberOverTLS(t *testing.T) {
 // plus CommitTimeout plus a small constant, and the records handled are not
 // lost: what was not committed is read again by the next member.
 func TestCloseReturnsInTimeWhenTheCoordinatorStalls(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	adm := kafkatest.Admin(t, brokers)
 	const topic = "stall"
-	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	kafkatest.Produce(t, brokers, topic, 1000, value100)
+	cluster, brokers := embeddedOnePartition(t, topic, 1000)
 
 	cfg := Config{
 		Brokers: brokers, Group: "stall-group", Topics: []string{topic},
@@ -544,7 +534,7 @@ func TestCloseReturnsInTimeWhenTheCoordinatorStalls(t *testing.T) {
 	}
 
 	start := time.Now()
-	err = m.stop()
+	err := m.stop()
 	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)

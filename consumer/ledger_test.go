@@ -124,6 +124,24 @@ func produce100(t *testing.T, brokers []string, topic string, n int) {
 	kafkatest.Produce(t, brokers, topic, n, value100)
 }
 
+// embeddedOnePartition starts a kfake cluster of the test's own (for tests
+// that inject broker errors) holding topic, one partition with n records of
+// 100-byte values; it is closed when the test ends.
+func embeddedOnePartition(t *testing.T, topic string, n int) (*kfake.Cluster, []string) {
+	t.Helper()
+	cluster, err := kafkatest.NewEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Produce(t, brokers, topic, n, value100)
+	return cluster, brokers
+}
+
 // embeddedWithDeadLetter starts a kfake cluster of the test's own (for tests
 // that inject broker errors) holding topic and topic.dlq, one partition
 // each; it is closed when the test ends.

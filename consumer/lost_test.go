@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/batcher"
-	"github.com/kbatch/kbatch/internal/kafkatest"
 	"github.com/kbatch/kbatch/offsets"
 )
 
@@ -22,19 +21,8 @@ import (
 // even on close. It injects broker errors, so it runs on an embedded kfake
 // cluster of its own.
 func TestLostPartitionCancelsHandlerAndCommitsNothing(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-
-	adm := kafkatest.Admin(t, brokers)
 	const topic = "lost"
-	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	kafkatest.Produce(t, brokers, topic, 2000, value100)
+	cluster, brokers := embeddedOnePartition(t, topic, 2000)
 
 	var (
 		mu           sync.Mutex

@@ -236,18 +236,8 @@ func TestFencingTokenGrowsWithEveryNewOwnership(t *testing.T) {
 // stalled batch's write. Classic protocol: it injects UNKNOWN_MEMBER_ID into
 // heartbeats on a kfake cluster of its own.
 func TestLostPartitionsTokenIsStale(t *testing.T) {
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	adm := kafkatest.Admin(t, brokers)
 	const topic = "lost-token"
-	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	kafkatest.Produce(t, brokers, topic, 2000, value100)
+	cluster, brokers := embeddedOnePartition(t, topic, 2000)
 
 	inHandler := make(chan FencingToken, 1)
 	var (
