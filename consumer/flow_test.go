@@ -171,6 +171,52 @@ func TestFetchSizeFollowsTheBoundAndTheCompressionRatio(t *testing.T) {
 	}
 }
 
+// Guards the fetch size at many partitions: a quarter of the bound until the
+// member owns so many partitions that it would bring less than
+// partFetchBytes of each, then partFetchBytes a partition, never more than
+// half the bound (the documented share of what the client buffers).
+func TestFetchSizeGrowsWithOwnedPartitionsWithinHalfTheBound(t *testing.T) {
+	var st counters
+	f := newFlow(Config{MaxBufferedRecords: 100000, MaxBufferedBytes: 64 << 20, Batch: batcher.Policy{MaxRecords: 1000}}, &st)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, f.clientOpts()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	f.cl = cl
+	now := time.Now()
+	owned := 0
+	for _, tc := range []struct {
+		partitions int
+		want       int32
+	}{
+		{8, 16 << 20},               // a quarter of 64 MiB
+		{512, 16 << 20},             // 512 x 32 KiB is the quarter
+		{600, 600 * partFetchBytes}, // 32 KiB a partition
+		{1024, 32 << 20},            // half the bound
+		{4096, 32 << 20},            // never more
+		{8, 16 << 20},               // back to a quarter when they are revoked
+	} {
+		for owned < tc.partitions {
+			f.add(offsets.Partition{Topic: "t", Partition: int32(owned)}, func() {})
+			owned++
+		}
+		for owned > tc.partitions {
+			owned--
+			f.mu.Lock()
+			p := f.parts[offsets.Partition{Topic: "t", Partition: int32(owned)}]
+			f.mu.Unlock()
+			f.remove(p)
+		}
+		f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1 << 20, UncompressedBytes: 1 << 20})
+		now = now.Add(time.Second)
+		f.adjustFetch(now)
+		if got := f.fetchBytes.Load(); got != tc.want {
+			t.Fatalf("%d partitions owned: fetch size %d, want %d", tc.partitions, got, tc.want)
+		}
+	}
+}
+
 // debugState describes every partition's share, for a failing test.
 func (f *flow) debugState() string {
 	f.mu.Lock()
