@@ -192,7 +192,10 @@ type Config struct {
 	// kbatch asks for fetches of at most MaxBufferedBytes/4 decompressed
 	// (divided by the compression ratio it measures and by the brokers),
 	// so the record data a member holds stays within 1.25 x
-	// MaxBufferedBytes. Not counted: about 170 bytes of bookkeeping per
+	// MaxBufferedBytes. A member owning so many partitions that this would
+	// bring less than 32 KiB of each asks for 32 KiB a partition, up to
+	// MaxBufferedBytes/2 (1.5 x in all): each fetch costs the broker a pass
+	// over every partition. Not counted: about 170 bytes of bookkeeping per
 	// record held, and the Go runtime's own overhead (see the README's
 	// memory section). Default 64 MiB.
 	MaxBufferedBytes int
