@@ -113,7 +113,7 @@ func NewCollector(c *consumer.Consumer, labels prometheus.Labels, opts ...Option
 			m("missing_topics", "Configured topics that did not exist at the last look-up.", gauge, func(s consumer.Stats) int64 { return s.MissingTopics }),
 			m("fetch_errors_total", "Errors the client reported while polling (unknown topic, not authorized, ...).", counter, func(s consumer.Stats) int64 { return s.FetchErrors }),
 			m("abandoned_workers_total", "Partition workers given up on because their handler ignored its cancelled context.", counter, func(s consumer.Stats) int64 { return s.Abandoned }),
-			m("fetch_max_bytes", "The fetch size kbatch asks the client for, from the byte bound and the compression ratio.", gauge, func(s consumer.Stats) int64 { return s.FetchMaxBytes }),
+			m("fetch_max_bytes", "The fetch size kbatch asks the client for, from the byte bound, the compression ratio and the partitions owned.", gauge, func(s consumer.Stats) int64 { return s.FetchMaxBytes }),
 		},
 		flushes: prometheus.NewDesc("kbatch_flushes_total",
 			"Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free).",
