@@ -413,15 +413,7 @@ func TestNewRefusesInvalidOrderingNamingTheField(t *testing.T) {
 func TestCommitRefusedForItsMetadataIsSentWithout(t *testing.T) {
 	const n, limit = 400, 40
 	topic := "meta-limit"
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	brokers := cluster.ListenAddrs()
-	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	cluster, brokers := embeddedTopics(t, topic)
 	produceLaneKeys(t, brokers, topic, n, func(i int) string {
 		if i%2 == 1 {
 			return "stuck"

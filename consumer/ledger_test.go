@@ -124,28 +124,10 @@ func produce100(t *testing.T, brokers []string, topic string, n int) {
 	kafkatest.Produce(t, brokers, topic, n, value100)
 }
 
-// embeddedOnePartition starts a kfake cluster of the test's own (for tests
-// that inject broker errors) holding topic, one partition with n records of
-// 100-byte values; it is closed when the test ends.
-func embeddedOnePartition(t *testing.T, topic string, n int) (*kfake.Cluster, []string) {
-	t.Helper()
-	cluster, err := kafkatest.NewEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	brokers := cluster.ListenAddrs()
-	if _, err := kafkatest.Admin(t, brokers).CreateTopic(context.Background(), 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	kafkatest.Produce(t, brokers, topic, n, value100)
-	return cluster, brokers
-}
-
-// embeddedWithDeadLetter starts a kfake cluster of the test's own (for tests
-// that inject broker errors) holding topic and topic.dlq, one partition
-// each; it is closed when the test ends.
-func embeddedWithDeadLetter(t *testing.T, topic string) (*kfake.Cluster, []string) {
+// embeddedTopics starts a kfake cluster of the test's own (for tests that
+// inject broker errors) holding the topics, one partition each; it is closed
+// when the test ends.
+func embeddedTopics(t *testing.T, topics ...string) (*kfake.Cluster, []string) {
 	t.Helper()
 	cluster, err := kafkatest.NewEmbedded()
 	if err != nil {
@@ -154,12 +136,27 @@ func embeddedWithDeadLetter(t *testing.T, topic string) (*kfake.Cluster, []strin
 	t.Cleanup(cluster.Close)
 	brokers := cluster.ListenAddrs()
 	adm := kafkatest.Admin(t, brokers)
-	for _, tp := range []string{topic, topic + ".dlq"} {
+	for _, tp := range topics {
 		if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, tp); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return cluster, brokers
+}
+
+// embeddedOnePartition is embeddedTopics with topic holding n records of
+// 100-byte values.
+func embeddedOnePartition(t *testing.T, topic string, n int) (*kfake.Cluster, []string) {
+	t.Helper()
+	cluster, brokers := embeddedTopics(t, topic)
+	kafkatest.Produce(t, brokers, topic, n, value100)
+	return cluster, brokers
+}
+
+// embeddedWithDeadLetter is embeddedTopics holding topic and topic.dlq.
+func embeddedWithDeadLetter(t *testing.T, topic string) (*kfake.Cluster, []string) {
+	t.Helper()
+	return embeddedTopics(t, topic, topic+".dlq")
 }
 
 // refuseProduce answers every produce request with code while refusing
