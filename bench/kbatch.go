@@ -104,7 +104,7 @@ func runKbatchWith(ctx context.Context, env *Env, cfg consumer.Config, h consume
 	case err = <-runErr: // stopped on its own: the harness reports what is missing
 	}
 	st := c.Stats()
-	return Outcome{OwnCommits: st.Commits, Client: map[string]int64{
+	client := map[string]int64{
 		"batches":               st.Batches,
 		"pauses":                st.Pauses,
 		"peak_buffered_records": st.PeakBufferedRecords,
@@ -113,7 +113,16 @@ func runKbatchWith(ctx context.Context, env *Env, cfg consumer.Config, h consume
 		"handler_errors":        st.HandlerErrors,
 		"commit_errors":         st.CommitErrors,
 		"skipped":               st.Skipped,
-	}}, err
+		"fetch_max_bytes":       st.FetchMaxBytes,
+	}
+	// Why batches were cut (flush_records, flush_wait, flush_buffer...):
+	// many small batches show up here first.
+	for _, r := range consumer.FlushReasons {
+		if n := st.Flushes[r]; n > 0 {
+			client["flush_"+r.String()] = n
+		}
+	}
+	return Outcome{OwnCommits: st.Commits, Client: client}, err
 }
 
 // sink keeps the simulated work's results alive so the compiler cannot drop
