@@ -197,20 +197,21 @@ func (b *Batch) Rejected(i int) error {
 type FlushReason uint8
 
 const (
-	FlushRecords FlushReason = iota // Batch.MaxRecords reached
-	FlushBytes                      // Batch.MaxBytes reached
-	FlushWait                       // Batch.MaxWait passed since the first record
-	FlushBuffer                     // the member's buffer was full: the largest open batches are closed
-	FlushIdle                       // MaxWait is off and no record arrived for IdleFlush
-	FlushRevoke                     // the partition is revoked
-	FlushClose                      // the consumer is closing
-	FlushReady                      // ByKey or Resequence: records were ready and a goroutine free
+	FlushRecords  FlushReason = iota // Batch.MaxRecords reached
+	FlushBytes                       // Batch.MaxBytes reached
+	FlushWait                        // Batch.MaxWait passed since the first record
+	FlushBuffer                      // the member's buffer was full: the largest open batches are closed
+	FlushIdle                        // MaxWait is off and no record arrived for IdleFlush
+	FlushRevoke                      // the partition is revoked
+	FlushClose                       // the consumer is closing
+	FlushReady                       // ByKey or Resequence: records were ready and a goroutine free
+	FlushCaughtUp                    // a poll left the partition behind and a later one reached its end
 
 	numFlushReasons = iota
 )
 
 // FlushReasons lists every flush reason, in the order of Stats.Flushes.
-var FlushReasons = []FlushReason{FlushRecords, FlushBytes, FlushWait, FlushBuffer, FlushIdle, FlushRevoke, FlushClose, FlushReady}
+var FlushReasons = []FlushReason{FlushRecords, FlushBytes, FlushWait, FlushBuffer, FlushIdle, FlushRevoke, FlushClose, FlushReady, FlushCaughtUp}
 
 // IdleFlush is how long no record may arrive, with MaxWait off, before the
 // open batches are closed (FlushIdle): MaxWait off never leaves the last
@@ -235,6 +236,8 @@ func (r FlushReason) String() string {
 		return "close"
 	case FlushReady:
 		return "ready"
+	case FlushCaughtUp:
+		return "caught_up"
 	}
 	return "unknown"
 }

@@ -159,6 +159,9 @@ type Config struct {
 	// record. A negative MaxBytes or MaxWait turns that limit off; with
 	// MaxWait off, open batches are still closed when the buffer is full
 	// (FlushBuffer) or when no record arrived for IdleFlush (FlushIdle).
+	// Either way, the open batch of a partition that was behind and caught
+	// up (a poll reached its high watermark) is closed at once
+	// (FlushCaughtUp): the end of a backlog does not wait for MaxWait.
 	Batch batcher.Policy
 	// Commit is the commit window. Each zero field gets its default:
 	// EveryRecords 50000, Interval 5s (Java: auto.commit.interval.ms=5000).

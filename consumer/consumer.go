@@ -459,6 +459,9 @@ func (c *Consumer) poll(ctx context.Context) {
 				c.mu.Unlock()
 				if w != nil && p.HighWatermark >= 0 {
 					w.progress.hwm.Store(p.HighWatermark)
+					if p.Err == nil && w.batches() {
+						c.flow.polledTo(w.fp, true)
+					}
 				}
 				return
 			}
@@ -479,6 +482,9 @@ func (c *Consumer) poll(ctx context.Context) {
 			polledBytes += int64(bytes)
 			if w.enqueue(p.Records, bytes) {
 				w.progress.fetched(p.HighWatermark, p.Records[0].Offset, p.Records[0].Timestamp)
+				if w.batches() {
+					c.flow.polledTo(w.fp, p.Records[len(p.Records)-1].Offset+1 >= p.HighWatermark)
+				}
 			}
 		})
 		c.flow.polled(polledRecs, polledBytes)

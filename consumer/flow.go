@@ -65,7 +65,18 @@ type flowPart struct {
 	// cleared by the worker.
 	flushReq atomic.Uint32
 	wake     func() // wakes the worker
+	// backlog is what the polls showed of the partition: backlogUnknown
+	// before the first, backlogBehind when the last left records past the
+	// last one it brought, backlogCaughtUp when it reached the high
+	// watermark. Poll loop only.
+	backlog int
 }
+
+const (
+	backlogUnknown = iota
+	backlogBehind
+	backlogCaughtUp
+)
 
 const (
 	// pauseAfter is how long the poll loop waits for room, after asking for
@@ -296,6 +307,30 @@ func (p *flowPart) takeFlush() (FlushReason, bool) {
 func (p *flowPart) askFlush(reason FlushReason) {
 	p.flushReq.Store(uint32(reason) + 1)
 	p.wake()
+}
+
+// polledTo records how far a poll's records of p reach: caughtUp when the
+// last one is the last the broker has (its high watermark). When a
+// partition that a poll left behind catches up, its open batch is closed
+// (FlushCaughtUp): the backlog is over and nothing would fill the
+// batch but records not produced yet, so the end of a backlog does not wait
+// out MaxWait, nor hold its part of the buffer meanwhile (at many
+// partitions, a backlog is fetched a few partitions at a time, so
+// partitions catch up all through it). A partition kept up with, each poll
+// reaching the high watermark, is never closed this way: its batches fill
+// by count, bytes or MaxWait as configured. Nor is one whose first poll
+// after assignment reaches its end: a trickle's first record joins a batch
+// as any other, and a backlog that one poll brought whole is cut as before.
+// Poll loop only.
+func (f *flow) polledTo(p *flowPart, caughtUp bool) {
+	if !caughtUp {
+		p.backlog = backlogBehind
+		return
+	}
+	if p.backlog == backlogBehind {
+		p.askFlush(FlushCaughtUp)
+	}
+	p.backlog = backlogCaughtUp
 }
 
 // flushIdle asks every worker with an open batch to close it: no record

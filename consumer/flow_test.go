@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,17 +21,19 @@ import (
 // and a buffer that holds one batch's worth of records spread over four
 // partitions, no batch ever fills up by count. The consumer used to stop at
 // the bound and wait for ever (200 of 1000 records handled); a full buffer
-// must close the open batches instead.
+// must close the open batches instead. The records are written one per
+// record batch and fetched a few at a time from every partition, so that
+// the partitions stay behind (none caught up, whose batch would be closed
+// for that) while open batches fill the buffer.
 func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 	const n, parts = 1000, 4
 	brokers := kafkatest.Brokers(t)
 	topic := kafkatest.NewTopic(t, parts)
-	if err := kafkatest.ProduceN(context.Background(), brokers, topic, n, parts, value100); err != nil {
-		t.Fatal(err)
-	}
+	produceOnePerBatch(t, brokers, topic, n, parts)
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
 	cfg.Batch = batcher.Policy{MaxRecords: 100, MaxWait: -1}
 	cfg.MaxBufferedRecords = 100
+	cfg.ClientOpts = []kgo.Opt{kgo.FetchMaxBytes(16 << 10), kgo.FetchMaxPartitionBytes(2 << 10)}
 	var handled atomic.Int64
 	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
 		handled.Add(int64(len(b.Records)))
@@ -48,6 +51,24 @@ func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 		t.Fatalf("peak buffered %d records, bound 100", s.PeakBufferedRecords)
 	}
 	t.Logf("flushes by reason %v", s.Flushes)
+}
+
+// produceOnePerBatch writes n records of 100-byte values, record i to
+// partition i mod parts, each in a record batch of its own.
+func produceOnePerBatch(t *testing.T, brokers []string, topic string, n, parts int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range n {
+		r := &kgo.Record{Partition: int32(i % parts), Value: value100(i)}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // Guards invariant 6 at many partitions: 64 partitions of 1,000 records
@@ -311,5 +332,112 @@ func TestTrickleJoinsTheOpenBatchUntilItsDeadline(t *testing.T) {
 	}
 	if s := m.c.Stats(); s.Flushes[FlushWait] != 1 {
 		t.Fatalf("flushes %v, want one by MaxWait", s.Flushes)
+	}
+}
+
+// Guards the end of a backlog: once a partition a poll left behind catches up,
+// nothing but records not produced yet could fill its open batch, so the
+// batch is closed at once (FlushCaughtUp) instead of waiting out MaxWait
+// (a minute here; the last 500 records used to wait for it).
+func TestEndOfABacklogDoesNotWaitForMaxWait(t *testing.T) {
+	const n = 2500
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, 1)
+	produceOnePerBatch(t, brokers, topic, n, 1)
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Minute}
+	// A few hundred records a fetch: the first polls leave the partition
+	// behind, as a backlog larger than one fetch does.
+	cfg.ClientOpts = []kgo.Opt{kgo.FetchMaxPartitionBytes(64 << 10)}
+	var mu sync.Mutex
+	var sizes []int
+	var reasons []FlushReason
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		mu.Lock()
+		sizes = append(sizes, len(b.Records))
+		reasons = append(reasons, b.Reason)
+		mu.Unlock()
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitUntil(t, 20*time.Second, "every record handled without waiting out MaxWait", func() bool { return handled.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	last := len(sizes) - 1
+	if reasons[last] != FlushCaughtUp || sizes[last] != n%1000 {
+		t.Fatalf("batches %v cut by %v: want the last %d records closed as caught up", sizes, reasons, n%1000)
+	}
+	for i := range last {
+		if reasons[i] == FlushCaughtUp && sizes[i] == 0 {
+			t.Fatalf("an empty batch was handed out: %v %v", sizes, reasons)
+		}
+	}
+}
+
+// Guards the other side of it: a partition the member keeps up with (every
+// poll reaches its high watermark) is never closed as caught up, not even
+// after the first poll after it was assigned; its batches fill up until
+// MaxWait, as configured, rather than one batch per fetch.
+func TestAPartitionKeptUpWithStillBatchesByMaxWait(t *testing.T) {
+	brokers, topic, cfg := onePartition(t, 0, produce100)
+	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: 300 * time.Millisecond}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	waitUntil(t, 30*time.Second, "the member owns the partition", func() bool { return m.c.Stats().OwnedPartitions == 1 })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const n = 150
+	for i := range n {
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: value100(i)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitUntil(t, 30*time.Second, "every record handled", func() bool { return handled.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := m.c.Stats()
+	if s.Flushes[FlushCaughtUp] > 0 {
+		t.Fatalf("flushes by reason %v: a partition kept up with was closed as caught up", s.Flushes)
+	}
+	if s.Batches > n/5 {
+		t.Fatalf("%d batches for %d records trickling in over %s (flushes %v): batches no longer wait for MaxWait", s.Batches, n, 10*time.Millisecond*n, s.Flushes)
+	}
+	t.Logf("%d batches, flushes by reason %v", s.Batches, s.Flushes)
+}
+
+// Guards when a poll asks for the caught-up flush: on the poll that reaches
+// the high watermark after one that did not, and not again while each poll
+// reaches it, nor when the first poll after the assignment reaches it.
+func TestCaughtUpFlushIsAskedOnceWhenAPartitionCatchesUp(t *testing.T) {
+	var st counters
+	f := newFlow(Config{MaxBufferedRecords: 100, MaxBufferedBytes: 1 << 20, Batch: batcher.Policy{MaxRecords: 10}}, &st)
+	p := f.add(offsets.Partition{Topic: "t", Partition: 0}, func() {})
+	for i, step := range []struct {
+		caughtUp, asked bool
+	}{
+		{true, false},  // first poll after the assignment
+		{true, false},  // kept up with
+		{false, false}, // behind
+		{false, false},
+		{true, true}, // caught up
+		{true, false},
+	} {
+		f.polledTo(p, step.caughtUp)
+		reason, asked := p.takeFlush()
+		if asked != step.asked || (asked && reason != FlushCaughtUp) {
+			t.Fatalf("poll %d (caught up %v): flush asked %v (%v), want %v", i, step.caughtUp, asked, reason, step.asked)
+		}
 	}
 }

@@ -84,6 +84,10 @@ func newWorker(c *Consumer, tp offsets.Partition, lease offsets.Lease) *worker {
 	return w
 }
 
+// batches reports whether the worker cuts batches of the partition (in
+// partition order) rather than per key or per record (ByKey, Resequence).
+func (w *worker) batches() bool { return w.keys == nil && w.reseq == nil }
+
 func (w *worker) signal() {
 	select {
 	case w.wake <- struct{}{}:

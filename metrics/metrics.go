@@ -116,7 +116,7 @@ func NewCollector(c *consumer.Consumer, labels prometheus.Labels, opts ...Option
 			m("fetch_max_bytes", "The fetch size kbatch asks the client for, from the byte bound, the compression ratio and the partitions owned.", gauge, func(s consumer.Stats) int64 { return s.FetchMaxBytes }),
 		},
 		flushes: prometheus.NewDesc("kbatch_flushes_total",
-			"Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free).",
+			"Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free), caught_up (a partition reached the end of a backlog).",
 			[]string{"reason"}, labels),
 	}
 }

@@ -36,10 +36,11 @@ kbatch_records_total{service="orders"} 0
 kbatch_buffered_records{service="orders"} 0
 `
 	want += `
-# HELP kbatch_flushes_total Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free).
+# HELP kbatch_flushes_total Batches cut, by reason: records, bytes, wait (MaxWait), buffer (the member's buffer was full), idle (MaxWait off and nothing arrived), revoke, close, ready (ByKey or Resequence: records ready and a goroutine free), caught_up (a partition reached the end of a backlog).
 # TYPE kbatch_flushes_total counter
 kbatch_flushes_total{reason="buffer",service="orders"} 0
 kbatch_flushes_total{reason="bytes",service="orders"} 0
+kbatch_flushes_total{reason="caught_up",service="orders"} 0
 kbatch_flushes_total{reason="close",service="orders"} 0
 kbatch_flushes_total{reason="idle",service="orders"} 0
 kbatch_flushes_total{reason="ready",service="orders"} 0
