@@ -460,7 +460,7 @@ func (c *Consumer) poll(ctx context.Context) {
 				if w != nil && p.HighWatermark >= 0 {
 					w.progress.hwm.Store(p.HighWatermark)
 					if p.Err == nil && w.batches() {
-						c.flow.polledTo(w.fp, true)
+						w.fp.polledTo(true)
 					}
 				}
 				return
@@ -483,7 +483,7 @@ func (c *Consumer) poll(ctx context.Context) {
 			if w.enqueue(p.Records, bytes) {
 				w.progress.fetched(p.HighWatermark, p.Records[0].Offset, p.Records[0].Timestamp)
 				if w.batches() {
-					c.flow.polledTo(w.fp, p.Records[len(p.Records)-1].Offset+1 >= p.HighWatermark)
+					w.fp.polledTo(p.Records[len(p.Records)-1].Offset+1 >= p.HighWatermark)
 				}
 			}
 		})

@@ -322,7 +322,7 @@ func (p *flowPart) askFlush(reason FlushReason) {
 // after assignment reaches its end: a trickle's first record joins a batch
 // as any other, and a backlog that one poll brought whole is cut as before.
 // Poll loop only.
-func (f *flow) polledTo(p *flowPart, caughtUp bool) {
+func (p *flowPart) polledTo(caughtUp bool) {
 	if !caughtUp {
 		p.backlog = backlogBehind
 		return

@@ -29,7 +29,7 @@ func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 	const n, parts = 1000, 4
 	brokers := kafkatest.Brokers(t)
 	topic := kafkatest.NewTopic(t, parts)
-	produceOnePerBatch(t, brokers, topic, n, parts)
+	produceEach(t, brokers, topic, n, parts, 0)
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
 	cfg.Batch = batcher.Policy{MaxRecords: 100, MaxWait: -1}
 	cfg.MaxBufferedRecords = 100
@@ -53,9 +53,9 @@ func TestFullBufferWithMaxWaitOffKeepsRecordsMoving(t *testing.T) {
 	t.Logf("flushes by reason %v", s.Flushes)
 }
 
-// produceOnePerBatch writes n records of 100-byte values, record i to
-// partition i mod parts, each in a record batch of its own.
-func produceOnePerBatch(t *testing.T, brokers []string, topic string, n, parts int) {
+// produceEach writes n records of 100-byte values, record i to partition
+// i mod parts, each in a request (and record batch) of its own, gap apart.
+func produceEach(t *testing.T, brokers []string, topic string, n, parts int, gap time.Duration) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -68,6 +68,7 @@ func produceOnePerBatch(t *testing.T, brokers []string, topic string, n, parts i
 		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(gap)
 	}
 }
 
@@ -308,17 +309,7 @@ func TestTrickleJoinsTheOpenBatchUntilItsDeadline(t *testing.T) {
 		return nil
 	})
 	waitUntil(t, 30*time.Second, "the member owns the partition", func() bool { return m.c.Stats().OwnedPartitions == 1 })
-	p, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	for i := range n {
-		if err := p.ProduceSync(context.Background(), &kgo.Record{Value: []byte{byte(i)}}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	produceEach(t, brokers, topic, n, 1, 20*time.Millisecond)
 	select {
 	case got := <-batches:
 		if got != n {
@@ -343,7 +334,7 @@ func TestEndOfABacklogDoesNotWaitForMaxWait(t *testing.T) {
 	const n = 2500
 	brokers := kafkatest.Brokers(t)
 	topic := kafkatest.NewTopic(t, 1)
-	produceOnePerBatch(t, brokers, topic, n, 1)
+	produceEach(t, brokers, topic, n, 1, 0)
 	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
 	cfg.Batch = batcher.Policy{MaxRecords: 1000, MaxWait: time.Minute}
 	// A few hundred records a fetch: the first polls leave the partition
@@ -391,18 +382,8 @@ func TestAPartitionKeptUpWithStillBatchesByMaxWait(t *testing.T) {
 		return nil
 	})
 	waitUntil(t, 30*time.Second, "the member owns the partition", func() bool { return m.c.Stats().OwnedPartitions == 1 })
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	const n = 150
-	for i := range n {
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: value100(i)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	produceEach(t, brokers, topic, n, 1, 10*time.Millisecond)
 	waitUntil(t, 30*time.Second, "every record handled", func() bool { return handled.Load() >= n })
 	if err := m.stop(); err != nil {
 		t.Fatal(err)
@@ -434,7 +415,7 @@ func TestCaughtUpFlushIsAskedOnceWhenAPartitionCatchesUp(t *testing.T) {
 		{true, true}, // caught up
 		{true, false},
 	} {
-		f.polledTo(p, step.caughtUp)
+		p.polledTo(step.caughtUp)
 		reason, asked := p.takeFlush()
 		if asked != step.asked || (asked && reason != FlushCaughtUp) {
 			t.Fatalf("poll %d (caught up %v): flush asked %v (%v), want %v", i, step.caughtUp, asked, reason, step.asked)
