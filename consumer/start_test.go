@@ -388,6 +388,10 @@ func TestCloseStopsStartOffsetsRetries(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(context.Background()) }()
 	<-failing
+	// The client joins the group from New on, so StartOffsets may fail
+	// before Run's goroutine started; Close then comes before Run, which
+	// returns ErrClosed. Close here is meant for a running consumer.
+	waitUntil(t, 30*time.Second, "Run started", c.running.Load)
 	start := time.Now()
 	_ = c.Close()
 	select {
