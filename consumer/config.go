@@ -258,8 +258,10 @@ type Config struct {
 	// A failing call is retried with the Retry backoff for at most
 	// DrainTimeout (it holds the rebalance meanwhile); then Run stops and
 	// returns the error, having handled nothing of those partitions.
-	// Kafka commits go on as usual, for lag tools. Default nil: partitions
-	// start from Kafka's committed offset.
+	// Kafka commits go on as usual, for lag tools: a start offset ahead of
+	// Kafka's committed one and inside the log is committed at the next
+	// window even if no record follows. Default nil: partitions start from
+	// Kafka's committed offset.
 	StartOffsets StartOffsetsFunc
 
 	// DeadLetter enables the dead-letter topic. Default nil: disabled, a

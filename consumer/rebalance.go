@@ -27,9 +27,8 @@ func (c *Consumer) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[
 	if !ok {
 		return // Run stops: nothing of these partitions is handled
 	}
-	c.starts.keep(starts)
+	c.starts.keep(cl, partitionsOf(assigned), starts)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for topic, parts := range assigned {
 		for _, p := range parts {
 			tp := offsets.Partition{Topic: topic, Partition: p}
@@ -44,9 +43,12 @@ func (c *Consumer) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[
 			c.stats.assigned.Add(1)
 		}
 	}
-	c.restartFenced(restart, token, starts)
-	c.nparts.Store(int64(len(c.workers)))
-	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", len(c.workers), "token", token)
+	restarted := c.restartFenced(restart, token, starts)
+	owned := len(c.workers)
+	c.nparts.Store(int64(owned))
+	c.mu.Unlock()
+	c.startAhead(ctx, cl, restarted)
+	c.cfg.Logger.Info("kbatch: partitions assigned", "partitions", flatten(assigned), "owned", owned, "token", token)
 }
 
 // startWorker makes and starts the worker of tp under its offsets lease and
@@ -185,14 +187,15 @@ func (c *Consumer) restartFencedNow(tps []offsets.Partition) {
 	if !ok {
 		return // Run stops
 	}
-	c.starts.keep(starts)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.stopping.Load() {
+		c.mu.Unlock()
 		return
 	}
-	c.restartFenced(tps, token, starts)
+	restarted := c.restartFenced(tps, token, starts)
 	c.nparts.Store(int64(len(c.workers)))
+	c.mu.Unlock()
+	c.startAhead(c.hardCtx, c.cl, restarted)
 }
 
 // fencedToRestart lists the fenced partitions that the session assigning
@@ -214,9 +217,11 @@ func (c *Consumer) fencedToRestart(assigned map[string][]int32) []offsets.Partit
 // fencedToRestart, under the session's token, from the offset StartOffsets
 // gave (starts) or else the lowest offset their stopped worker had not
 // completed. A partition fenced since fencedToRestart waits for the next
-// session (kgo rejoins after a fenced commit). Called by onAssigned with
-// c.mu held.
-func (c *Consumer) restartFenced(restart []offsets.Partition, token FencingToken, starts map[offsets.Partition]int64) {
+// session (kgo rejoins after a fenced commit). It returns the offsets of
+// starts it started partitions at, for startAhead (Kafka's committed offset
+// is not known there: they are all taken as ahead). c.mu must be held.
+func (c *Consumer) restartFenced(restart []offsets.Partition, token FencingToken, starts map[offsets.Partition]int64) map[offsets.Partition]int64 {
+	var restarted map[offsets.Partition]int64
 	for _, tp := range restart {
 		resume, ok := c.fenced[tp]
 		if !ok {
@@ -227,6 +232,10 @@ func (c *Consumer) restartFenced(restart []offsets.Partition, token FencingToken
 		one := map[string][]int32{tp.Topic: {tp.Partition}}
 		if at, ok := starts[tp]; ok {
 			resume = at
+			if restarted == nil {
+				restarted = make(map[offsets.Partition]int64)
+			}
+			restarted[tp] = at
 		}
 		if resume >= 0 {
 			c.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{tp.Topic: {tp.Partition: {Epoch: -1, Offset: resume}}})
@@ -234,6 +243,7 @@ func (c *Consumer) restartFenced(restart []offsets.Partition, token FencingToken
 		c.cl.ResumeFetchPartitions(one)
 		c.cfg.Logger.Info("kbatch: fenced partition started again", "partition", tp.String(), "offset", resume, "token", token)
 	}
+	return restarted
 }
 
 // forgetFenced drops the restart of fenced partitions that were revoked or

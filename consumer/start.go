@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbatch/kbatch/offsets"
@@ -110,18 +112,25 @@ func (c *Consumer) askStartOffsets(ctx context.Context, token FencingToken, tps 
 type startOffsets struct {
 	mu sync.Mutex
 	at map[offsets.Partition]int64
+	cl *kgo.Client // the client of the assign callback (Consumer.cl may not be set yet)
 }
 
-// keep records the offsets StartOffsets gave for partitions kgo is about to
-// fetch offsets for.
-func (s *startOffsets) keep(starts map[offsets.Partition]int64) {
+// keep records, for the partitions kgo is about to fetch offsets for, the
+// offsets StartOffsets gave (starts); a partition of tps it left out starts
+// from Kafka's committed offset, whatever an earlier session kept for it.
+func (s *startOffsets) keep(cl *kgo.Client, tps []offsets.Partition, starts map[offsets.Partition]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.at == nil {
 		s.at = make(map[offsets.Partition]int64)
 	}
-	for tp, at := range starts {
-		s.at[tp] = at
+	s.cl = cl
+	for _, tp := range tps {
+		if at, ok := starts[tp]; ok {
+			s.at[tp] = at
+		} else {
+			delete(s.at, tp)
+		}
 	}
 }
 
@@ -138,18 +147,79 @@ func (s *startOffsets) forget(tps []offsets.Partition) {
 // adjustFetchOffsets is kgo's AdjustFetchOffsetsFn when StartOffsets is set:
 // after kgo fetched the committed offsets of the partitions just assigned,
 // and before it fetches records, the offsets StartOffsets gave replace them.
-func (c *Consumer) adjustFetchOffsets(_ context.Context, fetched map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+// Those ahead of Kafka's committed offset are handed to the offsets manager
+// (startAhead).
+func (c *Consumer) adjustFetchOffsets(ctx context.Context, fetched map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	s := &c.starts
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var ahead map[offsets.Partition]int64
 	for topic, parts := range fetched {
-		for p := range parts {
+		for p, committed := range parts {
 			tp := offsets.Partition{Topic: topic, Partition: p}
-			if at, ok := s.at[tp]; ok {
-				parts[p] = kgo.NewOffset().At(at) // epoch -1: no truncation check against the committed epoch
-				delete(s.at, tp)
+			at, ok := s.at[tp]
+			if !ok {
+				continue
+			}
+			parts[p] = kgo.NewOffset().At(at) // epoch -1: no truncation check against the committed epoch
+			delete(s.at, tp)
+			// Without a commit kgo gives its reset offset, which is
+			// negative (or relative to the log's start or end).
+			if eo := committed.EpochOffset(); at > eo.Offset {
+				if ahead == nil {
+					ahead = make(map[offsets.Partition]int64)
+				}
+				ahead[tp] = at
 			}
 		}
 	}
+	cl := s.cl
+	s.mu.Unlock()
+	c.startAhead(ctx, cl, ahead)
 	return fetched, nil
+}
+
+// startAhead hands the offsets manager the start offsets given by
+// StartOffsets that are ahead of Kafka's committed offset and inside the
+// log, so that the Kafka commit, which lag tools read, reaches where the sink
+// says a partition is even when no record follows (a partition the previous
+// owner finished, its last Kafka commit refused or lost). A start beyond
+// the log's end is left alone: kgo resets it, and records say the rest. A
+// failure to read the log's end is logged: the commit then waits for records.
+func (c *Consumer) startAhead(ctx context.Context, cl *kgo.Client, ahead map[offsets.Partition]int64) {
+	if len(ahead) == 0 || cl == nil {
+		return
+	}
+	topics := make([]string, 0, len(ahead))
+	for tp := range ahead {
+		if !slices.Contains(topics, tp.Topic) {
+			topics = append(topics, tp.Topic)
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.DrainTimeout)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		c.cfg.Logger.Warn("kbatch: listing end offsets for the start commit failed; Kafka's commit follows the records",
+			"partitions", len(ahead), "err", err)
+		return
+	}
+	c.mu.Lock()
+	leases := make(map[offsets.Partition]offsets.Lease, len(ahead))
+	for tp := range ahead {
+		if w := c.workers[tp]; w != nil {
+			leases[tp] = w.lease
+		}
+	}
+	c.mu.Unlock()
+	for tp, at := range ahead {
+		end, ok := ends.Lookup(tp.Topic, tp.Partition)
+		lease, owned := leases[tp]
+		if !ok || !owned || at > end.Offset {
+			continue
+		}
+		c.offsets.StartLeased(tp, lease, at)
+	}
 }

@@ -120,6 +120,84 @@ func TestStartOffsetsDecideWhereAssignedPartitionsStart(t *testing.T) {
 	}
 }
 
+// Guards the Kafka commit of partitions started by StartOffsets, which lag
+// tools read: a partition the sink says is finished (its start is the log's
+// end, ahead of Kafka's commit) is committed at its end while the member runs,
+// though no record of it is handled; a start beyond the log's end is reset
+// like a committed offset and never committed as such.
+func TestStartOffsetsAheadOfKafkaAreCommittedForLagTools(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(proto.String(), func(t *testing.T) {
+			const parts = 4
+			brokers := kafkatest.Brokers(t)
+			topic := kafkatest.NewTopic(t, parts)
+			group := kafkatest.NewGroup(t)
+			ctx := context.Background()
+			if err := kafkatest.ProduceN(ctx, brokers, topic, 400, parts, value100); err != nil {
+				t.Fatal(err)
+			}
+			adm := kafkatest.Admin(t, brokers)
+			listed, err := adm.ListEndOffsets(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			end := map[int32]int64{}
+			listed.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+			var commit kadm.Offsets
+			for p := range int32(parts) {
+				commit.AddOffset(topic, p, 10, -1)
+			}
+			if err := adm.CommitAllOffsets(ctx, group, commit); err != nil {
+				t.Fatal(err)
+			}
+			committed := func(p int32) int64 {
+				got, err := adm.FetchOffsets(ctx, group)
+				if err != nil {
+					return -1
+				}
+				o, _ := got.Lookup(topic, p)
+				return o.At
+			}
+
+			f := &firstOffsets{first: map[int32]int64{}}
+			cfg := baseConfig(t, topic, group)
+			cfg.Protocol = proto
+			cfg.Commit.Interval = 100 * time.Millisecond
+			cfg.StartOffsets = func(context.Context, FencingToken, []offsets.Partition) (map[offsets.Partition]int64, error) {
+				return map[offsets.Partition]int64{
+					{Topic: topic, Partition: 0}: end[0],        // finished: nothing follows
+					{Topic: topic, Partition: 1}: 50,            // records follow
+					{Topic: topic, Partition: 3}: end[3] + 1000, // beyond the log: reset to its start
+				}, nil
+			}
+			m := startMember(t, cfg, f.handler)
+			waitUntil(t, 30*time.Second, "partition 0 committed at its end while running", func() bool {
+				return committed(0) == end[0]
+			})
+			for p, want := range map[int32]int64{1: 50, 2: 10, 3: 0} {
+				waitUntil(t, 30*time.Second, "every other partition to deliver", func() bool {
+					_, ok := f.get(p)
+					return ok
+				})
+				if got, _ := f.get(p); got != want {
+					t.Errorf("partition %d started at %d, want %d", p, got, want)
+				}
+			}
+			if got, ok := f.get(0); ok {
+				t.Errorf("partition 0 delivered from %d, want nothing", got)
+			}
+			if err := m.stop(); err != nil {
+				t.Fatal(err)
+			}
+			for p := range int32(parts) {
+				if got := committed(p); got != end[p] {
+					t.Errorf("partition %d committed at %d, want its end %d", p, got, end[p])
+				}
+			}
+		})
+	}
+}
+
 // Guards invariant 4 for sinks that fence by token: every new ownership of
 // a partition, moved to another member and back, carries a greater token
 // than every earlier one, under both protocols; a member keeps its token for

@@ -189,6 +189,18 @@ func (m *Manager) Owned(p Partition) bool {
 	return ok
 }
 
+// StartLeased tells the manager that p, under lease l, starts at at with
+// everything below it done (see Tracker.Start): the next commit sends at
+// unless records completed beyond it by then. It does nothing once a span of
+// p was begun under l, or when p is not owned under l.
+func (m *Manager) StartLeased(p Partition, l Lease, at int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pt, ok := m.owned(p, l); ok {
+		pt.tracker.Start(at)
+	}
+}
+
 // Begin registers the span [first, last] of p as handed out; epoch is the
 // leader epoch of its last record. It fails if p is not owned.
 func (m *Manager) Begin(p Partition, first, last int64, epoch int32) error {

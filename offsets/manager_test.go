@@ -289,3 +289,29 @@ func TestAnOlderLeaseCannotCompleteRecordsOfTheCurrentAssignment(t *testing.T) {
 		t.Fatalf("Done under the current lease = %v, %v, %v; want watermark 10", wm, moved, err)
 	}
 }
+
+// Guards the start commit: a partition started at an offset its owner's sink
+// gave is committed there even when no record of it completes (lag tools
+// read Kafka's commit), once, and not under an older lease.
+func TestAStartOffsetIsCommittedWithoutRecords(t *testing.T) {
+	f := &fakeCommitter{}
+	m := newManager(t, f, Policy{EveryRecords: 1 << 30})
+	old := m.Assign(p0)
+	cur := m.Assign(p0)
+	m.StartLeased(p0, old, 7) // an older assignment's start: ignored
+	m.StartLeased(p0, cur, 5000)
+	must(t, m.Commit(context.Background()))
+	if f.count() != 1 || f.commits[0][p0] != (Offset{At: 5000, Epoch: -1}) {
+		t.Fatalf("commits %v, want t/0 at 5000", f.commits)
+	}
+	must(t, m.Commit(context.Background()))
+	if f.count() != 1 {
+		t.Fatalf("the start was committed again: %v", f.commits)
+	}
+	must(t, m.Begin(p0, 5000, 5009, 3))
+	must(t, m.Done(p0, 5000, 5009, 10))
+	must(t, m.CommitAndForget(context.Background(), p0))
+	if f.count() != 2 || f.commits[1][p0] != (Offset{At: 5010, Epoch: 3}) {
+		t.Fatalf("commits %v, want t/0 at 5010 second", f.commits)
+	}
+}

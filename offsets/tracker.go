@@ -20,12 +20,28 @@ type Tracker struct {
 	spans []span // in offset order; done spans at the front are folded into next
 	next  int64  // the watermark when no span is pending; -1 before the first Begin
 	epoch int32  // the leader epoch of the last folded span
-	moved bool   // whether any span completed since the tracker was made
+	moved bool   // whether any span completed since the tracker was made, or Start set the watermark
+	// started is true while the watermark is the one Start set and no span
+	// was begun since.
+	started bool
 }
 
 // NewTracker returns an empty tracker. Its watermark is unknown until the
 // first span is begun and completed.
 func NewTracker() *Tracker { return &Tracker{next: -1, epoch: -1} }
+
+// Start sets the watermark of a tracker in which nothing was begun yet to
+// at: the partition's owner knows everything below at is done (a sink that
+// stores its offsets said so). Watermark then reports at as moved, so that it
+// is committed even if no record follows. A first span begun below at (the
+// log was reset under the start) discards it, as if Start was never called.
+// Start is ignored once a span was begun, or when at is negative.
+func (t *Tracker) Start(at int64) {
+	if at < 0 || t.next >= 0 || len(t.spans) > 0 {
+		return
+	}
+	t.next, t.epoch, t.moved, t.started = at, -1, true, true
+}
 
 // Begin registers the span [first, last] as handed out, with the leader epoch
 // of its last record. Spans must be begun in increasing offset order and must
@@ -39,8 +55,14 @@ func (t *Tracker) Begin(first, last int64, epoch int32) error {
 			return fmt.Errorf("offsets: span [%d, %d] begins at or before the end of the previous span %d", first, last, prev.last)
 		}
 	} else if t.next >= 0 && first < t.next {
-		return fmt.Errorf("offsets: span [%d, %d] begins below the watermark %d", first, last, t.next)
+		if !t.started {
+			return fmt.Errorf("offsets: span [%d, %d] begins below the watermark %d", first, last, t.next)
+		}
+		// The start was not where the records came from (the log was
+		// reset under it): the tracker starts afresh at the first span.
+		t.next, t.moved = -1, false
 	}
+	t.started = false
 	if t.next < 0 {
 		t.next = first
 	}

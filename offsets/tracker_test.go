@@ -145,3 +145,57 @@ func BenchmarkTrackerOutOfOrder(b *testing.B) {
 		off += 400
 	}
 }
+
+// Guards Start: a start offset is the watermark until records follow, the
+// records that follow it fold into it, a first span below it (the log was
+// reset under the start) replaces it, and it is ignored once a span was
+// begun.
+func TestStartSetsTheWatermarkUntilRecordsFollow(t *testing.T) {
+	tr := NewTracker()
+	tr.Start(100)
+	if at, ok := wm(t, tr); !ok || at != 100 {
+		t.Fatalf("watermark after Start(100) = %d, %v; want 100", at, ok)
+	}
+	must(t, tr.Begin(100, 109, 2))
+	if at, ok := wm(t, tr); !ok || at != 100 {
+		t.Fatalf("watermark with [100,109] pending = %d, %v; want 100", at, ok)
+	}
+	must(t, tr.Done(100, 109))
+	if at, ok := wm(t, tr); !ok || at != 110 {
+		t.Fatalf("watermark = %d, %v; want 110", at, ok)
+	}
+	tr.Start(500) // a span was begun: ignored
+	if at, _ := wm(t, tr); at != 110 {
+		t.Fatalf("Start after a span moved the watermark to %d", at)
+	}
+	if err := tr.Begin(50, 60, 2); err == nil {
+		t.Fatal("a span below a watermark records made was accepted")
+	}
+
+	// Records from below the start: the log was reset under it.
+	tr = NewTracker()
+	tr.Start(100)
+	must(t, tr.Begin(0, 9, 1))
+	if at, ok := wm(t, tr); ok {
+		t.Fatalf("watermark %d known with [0,9] pending after a reset below the start", at)
+	}
+	must(t, tr.Done(0, 9))
+	if at, ok := wm(t, tr); !ok || at != 10 {
+		t.Fatalf("watermark = %d, %v; want 10", at, ok)
+	}
+
+	// Records from above the start: the gap (compacted away) is passed.
+	tr = NewTracker()
+	tr.Start(100)
+	must(t, tr.Begin(120, 129, 1))
+	must(t, tr.Done(120, 129))
+	if at, ok := wm(t, tr); !ok || at != 130 {
+		t.Fatalf("watermark = %d, %v; want 130", at, ok)
+	}
+
+	tr = NewTracker()
+	tr.Start(-1)
+	if _, ok := wm(t, tr); ok {
+		t.Fatal("Start(-1) made the watermark known")
+	}
+}
