@@ -65,9 +65,11 @@ func (e Entry) HasMarker(m string) bool {
 //     store's does, to wait on one round trip per batch), if the store
 //     sees them as done from then on, makes the write durable without
 //     another call, reports a failed write on the next call for p and
-//     writes it again, and waits for it in Release and Close. A crash
-//     before it is durable hands the keys out again: at least once, as a
-//     crash between the handler and Done does.
+//     writes it again, and waits for it in Release and Close; once the
+//     next Begin or Mark for p returned, it is durable. Until then a
+//     crash, or another owner claiming p without Release, hands the keys
+//     out again: at least once, as a crash between the handler and Done
+//     does.
 //   - Release is called when the partition is revoked or lost; the store
 //     drops what it holds in memory for it. Calls for p after Release fail
 //     with ErrNotAssigned.

@@ -662,6 +662,9 @@ func refusedPartitionRecovers(t *testing.T, h *Harness, f Features) {
 	s2 := open(t, h, p)
 	want(t, f, "k, second owner", begin(t, s2, p, "k")[0], st{attempts: 2})
 	done(t, s2, p, "d")
+	// The next batch's Begin: a Done may return before its write is
+	// durable, and is durable once the partition's next write returned.
+	begin(t, s2, p, "e")
 	_, err := s1.Begin(ctx, p, []string{"k"})
 	if f.FencedWritesFail && !errors.Is(err, dedupe.ErrFenced) {
 		t.Fatalf("Begin of the refused owner: %v, want ErrFenced", err)

@@ -20,14 +20,21 @@ import (
 // that order: by the time the next write's records are acknowledged the
 // Done's are too, and the wait costs nothing.
 //
+// A Done's records are not even sent alone: the client lingers
+// (Options.DoneLinger, 5ms by default) and the next write sends its own with
+// ProduceSync, which sends at once the partition's records lingering before
+// them. Both go in one produce request. A broker serves one request of a
+// connection at a time, so a Done sent alone, still in flight when the next
+// Begin came, made that Begin wait for two round trips. A Done that no write
+// follows within the linger is sent on its own.
+//
 // What a crash can do, and why it is no worse than before:
 //   - Done is called after the handler succeeded, as before. A crash after
 //     the handler and before the Done's records are in the log hands the
 //     batch out again (attempts counted, not done): the window of a
 //     synchronous Done, which could also crash before its ack. It now
-//     lasts until the records are acknowledged, about one produce round
-//     trip, since they are sent at once (the client does not linger), not
-//     until the next batch.
+//     lasts until the records are acknowledged: the next write's round
+//     trip, or DoneLinger and a round trip when none follows.
 //   - The consumer may commit the batch's offsets before the Done's records
 //     are acknowledged. A committed record is not read again, so its key
 //     being done or not no longer matters to the group; a replay from an

@@ -200,18 +200,87 @@ func TestCloseWritesDoneInFlight(t *testing.T) {
 	}
 }
 
-// TestStoreClientDoesNotLinger guards the Done rounds' latency: they are
-// produced without ProduceSync, so a client lingering (kgo's default is
-// 10ms) held each Done's records that long before sending them, and the
-// next batch's Begin waited for them.
-func TestStoreClientDoesNotLinger(t *testing.T) {
-	s, err := New(Options{Brokers: []string{"127.0.0.1:1"}, Group: "g",
-		ClientOpts: []kgo.Opt{kgo.ProducerLinger(50 * time.Millisecond)}})
-	if err != nil {
+// TestDoneRidesWithTheNextBegin guards one produce request per batch: a
+// Done's records linger in the client until the partition's next write,
+// whose request carries them with its own (a broker serves a connection's
+// requests one at a time: sent alone, they made the next Begin wait two
+// round trips); a Done that no write follows is sent after DoneLinger.
+func TestDoneRidesWithTheNextBegin(t *testing.T) {
+	c := roundsCluster(t)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: "orders", Partition: 1}
+	s := openStore(t, c.ListenAddrs(), Options{Group: "billing", DoneLinger: 30 * time.Second})
+	if err := s.Assign(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if got := s.cl.OptValue(kgo.ProducerLinger); got != time.Duration(0) {
-		t.Fatalf("the store's client lingers %v, want 0", got)
+	keys := roundsKeys(p)
+	if _, err := s.Begin(ctx, p, keys); err != nil {
+		t.Fatal(err)
+	}
+	var requests, batches atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		for _, rt := range kr.(*kmsg.ProduceRequest).Topics {
+			batches.Add(int32(len(rt.Partitions)))
+		}
+		return nil, nil, false
+	})
+	if err := s.Done(ctx, p, keys); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("%d produce requests sent for a Done within its linger, want 0", n)
+	}
+	if _, err := s.Begin(ctx, p, []string{"next"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, b := requests.Load(), batches.Load(); n != 1 || b != 1 {
+		t.Fatalf("the Done and the next Begin took %d produce requests (%d partition batches), want 1", n, b)
+	}
+	wantDoneAfterLoad(t, ctx, c, p, keys)
+
+	// Nothing follows: the Done is sent after the linger.
+	q := dedupe.Partition{Topic: "orders", Partition: 0}
+	s2 := openStore(t, c.ListenAddrs(), Options{Group: "billing", DoneLinger: 20 * time.Millisecond})
+	if err := s2.Assign(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	qkeys := roundsKeys(q)
+	if _, err := s2.Begin(ctx, q, qkeys); err != nil {
+		t.Fatal(err)
+	}
+	before := requests.Load()
+	if err := s2.Done(ctx, q, qkeys); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for requests.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("a Done that no write followed was never sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wantDoneAfterLoad(t, ctx, c, q, qkeys)
+}
+
+// TestStoreClientLingersDoneLinger guards the linger the Done records wait
+// with: the store's, whatever ClientOpts say (a longer one would hold a
+// Done that no write follows for that long); a negative DoneLinger sends
+// them at once.
+func TestStoreClientLingersDoneLinger(t *testing.T) {
+	for _, tc := range []struct {
+		opt, want time.Duration
+	}{{0, DefaultDoneLinger}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
+		s, err := New(Options{Brokers: []string{"127.0.0.1:1"}, Group: "g", DoneLinger: tc.opt,
+			ClientOpts: []kgo.Opt{kgo.ProducerLinger(50 * time.Millisecond)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.cl.OptValue(kgo.ProducerLinger); got != tc.want {
+			t.Errorf("DoneLinger %v: the store's client lingers %v, want %v", tc.opt, got, tc.want)
+		}
+		s.Close()
 	}
 }

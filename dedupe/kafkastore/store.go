@@ -451,10 +451,11 @@ func New(opts Options) (*Store, error) {
 		kgo.SeedBrokers(opts.Brokers...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Every write is sent at once: a Done's records are produced
-		// without ProduceSync, which is what skips the linger (10ms by
-		// default) for the records it is given.
-		kgo.ProducerLinger(0),
+		// Begin, Mark and claims write with ProduceSync, which sends at
+		// once the partition's records it is given and those lingering
+		// before them: a Done's, produced without it, wait that long for
+		// the next write to ride with it (see rounds.go).
+		kgo.ProducerLinger(opts.DoneLinger),
 	)
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
@@ -541,7 +542,7 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 			Value:     appendClaim(nil, now.UnixNano()),
 			Headers:   []kgo.RecordHeader{{Key: baseHeader, Value: strconv.AppendInt(nil, base, 10)}},
 		}
-		if err := s.producer(p.Partition).ProduceSync(ctx, claim).FirstErr(); err != nil {
+		if err := s.produceClaim(ctx, claim); err != nil {
 			ps.mu.Unlock()
 			return closedOr(fmt.Errorf("kafkastore: claiming %v in %s: %w", p, cl.name, err))
 		}
@@ -595,6 +596,19 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 		_ = prev.drop() // replaced: its writes, if any still land, are under a claim before ours
 	}
 	return nil
+}
+
+// produceClaim writes a claim and waits for it. It is often the first
+// record the partition's producer writes to the changelog, before the client
+// knows the topic's partitions: ProduceSync then cannot send it at once and
+// it would linger DoneLinger, so the client is flushed instead (which also
+// sends, early, the Done records of other partitions lingering there).
+func (s *Store) produceClaim(ctx context.Context, claim *kgo.Record) error {
+	pc := s.producer(claim.Partition)
+	res := make(chan error, 1)
+	pc.Produce(ctx, claim, func(_ *kgo.Record, err error) { res <- err })
+	_ = pc.Flush(ctx) // its failure is the claim's, below
+	return <-res
 }
 
 // Prepare looks up the changelog of the input topic, creating it
@@ -1184,19 +1198,13 @@ func (s *Store) write(ctx context.Context, ps *partition, u *updates, extra []*k
 	if len(recs) == 0 && len(ps.inflight) == 0 {
 		return nil
 	}
-	// Ours are produced at once, then the Done rounds in flight, produced
-	// before them, are waited for: they are acknowledged first.
-	results := make(chan kgo.ProduceResult, len(recs))
-	for _, r := range recs {
-		s.producer(r.Partition).Produce(ctx, r, func(r *kgo.Record, err error) { results <- kgo.ProduceResult{Record: r, Err: err} })
+	// Ours are sent at once, with the Done rounds lingering before them in
+	// the same request; the rounds, acknowledged first, are then taken off.
+	var err error
+	if len(recs) > 0 {
+		err = s.producer(ps.p.Partition).ProduceSync(ctx, recs...).FirstErr()
 	}
 	landed, prevErr := ps.settle(ctx)
-	var err error
-	for range recs {
-		if res := <-results; res.Err != nil && err == nil {
-			err = res.Err
-		}
-	}
 	if err == nil && prevErr != nil {
 		err = fmt.Errorf("an earlier Done: %w", prevErr)
 	}
