@@ -52,6 +52,37 @@ func (s *Store) liveOwn(ps *partition, o uint64, now int64) (entry, bool) {
 	return s.liveHashed(ps, key, ps.offHash(o), now)
 }
 
+// ownAscending reports whether keys are all the partition's fallback keys
+// (given by offset), in increasing offset order, and returns the lowest.
+func ownAscending(keys []string, offsets []int64) (lo uint64, ok bool) {
+	if len(keys) == 0 {
+		return 0, false
+	}
+	for i, k := range keys {
+		if k != "" || offsets[i] < 0 || i > 0 && offsets[i] <= offsets[i-1] {
+			return 0, false
+		}
+	}
+	return uint64(offsets[0]), true
+}
+
+// unknownFrom reports whether the partition holds nothing of its fallback
+// keys of offsets lo and above: none done (runs), begun (spans or the map
+// of begun keys) or with a record of its own (m; any key there makes it
+// answer false). Called with ps.mu held.
+func (ps *partition) unknownFrom(lo uint64) bool {
+	if len(ps.m) > 0 || len(ps.begun.m) > 0 {
+		return false
+	}
+	if top, held := ps.runs.last(); held && lo <= top {
+		return false
+	}
+	if n := len(ps.begun.spans); n > 0 && lo <= ps.begun.spans[n-1].hi {
+		return false
+	}
+	return true
+}
+
 // LookupOffsets is Lookup of keys where "" stands for the partition's
 // fallback key of the offset beside it, with the entries written into out.
 func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []string, offsets []int64, out []dedupe.Entry) error {
@@ -60,6 +91,11 @@ func (s *Store) LookupOffsets(ctx context.Context, p dedupe.Partition, keys []st
 		return err
 	}
 	defer ps.mu.Unlock()
+	if lo, ok := ownAscending(keys, offsets); ok && ps.unknownFrom(lo) {
+		// A batch of first deliveries: nothing to look up key by key.
+		clear(out)
+		return nil
+	}
 	now := s.opts.Now().UnixNano()
 	for i, k := range keys {
 		var e entry

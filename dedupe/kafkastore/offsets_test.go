@@ -187,3 +187,72 @@ func TestPartitionsWriteInOrderThroughSeveralProducers(t *testing.T) {
 		t.Errorf("reload: %d malformed, %d fenced records", st.Malformed, st.Fenced)
 	}
 }
+
+// TestLookupOffsetsAboveEverythingHeld guards LookupOffsets' short way for
+// a batch of fallback keys above every one the partition holds (a batch of
+// first deliveries, answered without a look per key): a batch that reaches
+// down to a key begun, done, begun out of order or with a record of its own
+// must still see it.
+func TestLookupOffsetsAboveEverythingHeld(t *testing.T) {
+	c := roundsCluster(t)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: "orders", Partition: 0}
+	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(offs ...int64) []dedupe.Entry {
+		t.Helper()
+		out := make([]dedupe.Entry, len(offs))
+		for i := range out {
+			out[i] = dedupe.Entry{Attempts: 99} // must be overwritten
+		}
+		if err := s.LookupOffsets(ctx, p, make([]string, len(offs)), offs, out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	check := func(what string, es []dedupe.Entry, want ...dedupe.Entry) {
+		t.Helper()
+		for i := range es {
+			if es[i].Attempts != want[i].Attempts || es[i].Done != want[i].Done {
+				t.Errorf("%s: entry %d = %+v, want attempts %d done %t", what, i, es[i], want[i].Attempts, want[i].Done)
+			}
+		}
+	}
+	none, once, twice, done := dedupe.Entry{}, dedupe.Entry{Attempts: 1}, dedupe.Entry{Attempts: 2}, dedupe.Entry{Done: true}
+
+	check("an empty partition", lookup(0, 1, 2), none, none, none)
+	if err := s.BeginOffsets(ctx, p, make([]string, 3), []int64{0, 1, 2}, make([]dedupe.Entry, 3)); err != nil {
+		t.Fatal(err)
+	}
+	check("reaching down to begun 2", lookup(2, 3, 4), once, none, none)
+	check("above begun", lookup(3, 4), none, none)
+	if err := s.DoneOffsets(ctx, p, make([]string, 3), []int64{0, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	check("reaching down to done 2", lookup(2, 3), done, none)
+	check("above done", lookup(3, 4), none, none)
+
+	// Begun twice: a record of its own.
+	for range 2 {
+		if err := s.BeginOffsets(ctx, p, make([]string, 1), []int64{10}, make([]dedupe.Entry, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("reaching down to 10, begun twice", lookup(10, 11), twice, none)
+	if err := s.DoneOffsets(ctx, p, make([]string, 1), []int64{10}); err != nil {
+		t.Fatal(err)
+	}
+	check("10 done", lookup(10, 11), done, none)
+
+	// Begun out of order: below the spans, in the map of begun keys.
+	if err := s.BeginOffsets(ctx, p, make([]string, 2), []int64{30, 31}, make([]dedupe.Entry, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginOffsets(ctx, p, make([]string, 1), []int64{20}, make([]dedupe.Entry, 1)); err != nil {
+		t.Fatal(err)
+	}
+	check("20, begun below 30..31", lookup(20, 21), once, none)
+	check("above 31", lookup(32, 33), none, none)
+}

@@ -830,11 +830,12 @@ func (s *Store) done(ctx context.Context, ps *partition, keys []string, offsets 
 		slices.SortFunc(offs, ownKey.cmp)
 	}
 	var runs []offRun
+	top, held := ps.runs.last()
 	for i, ok := range offs {
 		if i > 0 && offs[i-1].o == ok.o {
 			continue
 		}
-		if !ps.notDone(ps.offHash(ok.o)) {
+		if held && ok.o <= top { // else surely not done yet (see notDone)
 			if exp, done := ps.runs.get(ok.o); done && exp.live(now) {
 				continue
 			}
