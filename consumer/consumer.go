@@ -185,8 +185,11 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
+		// No ConsumeTopics: kgo would join the group at once, and the
+		// member would own partitions (and call StartOffsets) before Run,
+		// consuming nothing however long the service took to call it. Run
+		// adds the topics, which starts the group's management.
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		// Java's fetch.max.wait.ms (kgo's default is 5s): a partition
@@ -242,7 +245,8 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 // metrics. Do not poll, commit or close through it.
 func (c *Consumer) Client() *kgo.Client { return c.cl }
 
-// Run consumes until ctx ends or Close is called, then drains the batches in
+// Run joins the group (not New: a member owns no partition before Run) and
+// consumes until ctx ends or Close is called, then drains the batches in
 // flight (within DrainTimeout), commits, and leaves the group. It returns nil
 // after a clean stop, or an error when it stopped on its own because nothing
 // can be consumed: authentication failed, or the group or a topic is not
@@ -288,6 +292,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.offsets.Run(commitCtx)
 	}()
 
+	c.cl.AddConsumeTopics(c.cfg.Topics...) // joins the group
 	c.poll(pollCtx)
 	c.stopping.Store(true)
 	stopPolling()

@@ -120,6 +120,57 @@ func TestStartOffsetsDecideWhereAssignedPartitionsStart(t *testing.T) {
 	}
 }
 
+// Guards when the member joins its group: at Run, not at New. A member that
+// joined at New owned partitions (and had StartOffsets called) before Run,
+// and a service that waited between the two held them without consuming.
+func TestTheMemberJoinsItsGroupAtRun(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(proto.String(), func(t *testing.T) {
+			brokers := kafkatest.Brokers(t)
+			topic := kafkatest.NewTopic(t, 2)
+			group := kafkatest.NewGroup(t)
+			if err := kafkatest.ProduceN(context.Background(), brokers, topic, 10, 2, value100); err != nil {
+				t.Fatal(err)
+			}
+			var asked atomic.Int32
+			var handled atomic.Int64
+			cfg := baseConfig(t, topic, group)
+			cfg.Protocol = proto
+			cfg.StartOffsets = func(context.Context, FencingToken, []offsets.Partition) (map[offsets.Partition]int64, error) {
+				asked.Add(1)
+				return nil, nil
+			}
+			c, err := New(cfg, func(_ context.Context, b *Batch) error {
+				handled.Add(int64(len(b.Records)))
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			time.Sleep(2 * time.Second) // a join at New takes well under this on an idle broker
+			if n := asked.Load(); n != 0 {
+				t.Fatalf("StartOffsets called %d times before Run: the member joined at New", n)
+			}
+			if n := c.Stats().Rebalances; n != 0 {
+				t.Fatalf("%d partition assignments before Run", n)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Run(context.Background()) }()
+			waitUntil(t, 30*time.Second, "every record handled after Run", func() bool { return handled.Load() == 10 })
+			if asked.Load() == 0 {
+				t.Fatal("StartOffsets never called after Run")
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		})
+	}
+}
+
 // Guards the Kafka commit of partitions started by StartOffsets, which lag
 // tools read: a partition the sink says is finished (its start is the log's
 // end, ahead of Kafka's commit) is committed at its end while the member runs,
