@@ -210,8 +210,12 @@ func TestDoneRidesWithTheNextBegin(t *testing.T) {
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 1}
 	s := openStore(t, c.ListenAddrs(), Options{Group: "billing", DoneLinger: 30 * time.Second})
+	start := time.Now()
 	if err := s.Assign(ctx, p); err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the first claim took %v: it lingered", d)
 	}
 	keys := roundsKeys(p)
 	if _, err := s.Begin(ctx, p, keys); err != nil {
@@ -240,6 +244,17 @@ func TestDoneRidesWithTheNextBegin(t *testing.T) {
 		t.Fatalf("the Done and the next Begin took %d produce requests (%d partition batches), want 1", n, b)
 	}
 	wantDoneAfterLoad(t, ctx, c, p, keys)
+
+	// Claims never linger: the first of a producer (flushed, the client
+	// not knowing the topic yet) nor a later one (sent with ProduceSync).
+	s.Release(p)
+	start = time.Now()
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("a second claim took %v: it lingered", d)
+	}
 
 	// Nothing follows: the Done is sent after the linger.
 	q := dedupe.Partition{Topic: "orders", Partition: 0}

@@ -598,13 +598,16 @@ func (s *Store) Assign(ctx context.Context, p dedupe.Partition) error {
 	return nil
 }
 
-// produceClaim writes a claim and waits for it. It is often the first
-// record the partition's producer writes to the changelog, before the client
-// knows the topic's partitions: ProduceSync then cannot send it at once and
-// it would linger DoneLinger, so the client is flushed instead (which also
+// produceClaim writes a claim and waits for it. It may be the first record
+// the partition's producer writes to the changelog, before the client knows
+// the topic's partitions: ProduceSync then cannot send it at once and it
+// would linger DoneLinger, so the client is flushed instead (which also
 // sends, early, the Done records of other partitions lingering there).
 func (s *Store) produceClaim(ctx context.Context, claim *kgo.Record) error {
 	pc := s.producer(claim.Partition)
+	if leader, _, _ := pc.PartitionLeader(claim.Topic, claim.Partition); leader >= 0 {
+		return pc.ProduceSync(ctx, claim).FirstErr()
+	}
 	res := make(chan error, 1)
 	pc.Produce(ctx, claim, func(_ *kgo.Record, err error) { res <- err })
 	_ = pc.Flush(ctx) // its failure is the claim's, below
