@@ -13,7 +13,7 @@
 //	if err != nil {
 //		return err // a *ConfigError naming the bad field
 //	}
-//	return c.Run(ctx) // until ctx ends: then drain, commit, leave the group
+//	return c.Run(ctx) // joins the group; at the end of ctx: drain, commit, leave
 //
 // How a record travels: the poll loop fetches at most as many records as the
 // buffer bounds leave room for and routes each partition's records to that
