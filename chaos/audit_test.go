@@ -30,7 +30,7 @@ type audit struct {
 	Phantoms        int64 // offsets or partitions that do not exist
 	BadLines        int64 // lines that do not parse (other than a cut last line)
 	CutTails        int   // files whose last line was cut (the writer was SIGKILLed mid-write)
-	Runs            int   // ownership runs: (incarnation, member id, generation, partition)
+	Runs            int   // ownership runs: (incarnation, member id and session, generation, partition)
 	MaxGeneration   int32
 
 	// ByKey judges order per key instead of per partition (the ByKey

@@ -503,9 +503,13 @@ func sum(xs []int64) int64 {
 
 // keepLogs copies the run's ledgers and member logs out of the test's
 // temporary directory (removed when the test ends) when
-// KBATCH_CHAOS_KEEP=<dir> is set.
+// KBATCH_CHAOS_KEEP=<dir> is set, or KBATCH_CHAOS_KEEP_FAILED=<dir> and the
+// run failed.
 func keepLogs(t *testing.T, dir string) {
 	keep := os.Getenv("KBATCH_CHAOS_KEEP")
+	if keep == "" && t.Failed() {
+		keep = os.Getenv("KBATCH_CHAOS_KEEP_FAILED") // CI: only what failed
+	}
 	if keep == "" {
 		if t.Failed() {
 			t.Logf("set KBATCH_CHAOS_KEEP=<dir> to keep the ledgers and member logs")

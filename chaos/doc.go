@@ -6,8 +6,8 @@
 //
 //   - lost = 0: every produced record was handled at least once;
 //   - order violations = 0: within one run of a partition's ownership (one
-//     process incarnation, one member id and generation) offsets strictly
-//     increase;
+//     process incarnation, one member id, generation and group session)
+//     offsets strictly increase;
 //   - duplicates are counted and reported (after a SIGKILL, the records since
 //     the last commit come again: that is at-least-once);
 //   - the group's committed offsets end equal to the end offsets;

@@ -80,7 +80,7 @@ fi
 
 if wants chaos; then
   step "chaos suite" "$LOG_DIR/chaos.log" \
-    env KBATCH_CHAOS=1 KBATCH_CHAOS_BROKER_RESTART=1 go test -count=1 -timeout 40m ./chaos/ -v -run 'TestChaos'
+    env KBATCH_CHAOS=1 KBATCH_CHAOS_BROKER_RESTART=1 KBATCH_CHAOS_KEEP_FAILED="$LOG_DIR/chaos-failed" go test -count=1 -timeout 40m ./chaos/ -v -run 'TestChaos'
   log "chaos summaries:"
   grep -h 'CHAOS-SUMMARY' "$LOG_DIR/chaos.log" | sed -e 's/^[[:space:]]*chaos_test.go:[0-9]*: //' >&2 ||
     log "(no CHAOS-SUMMARY line: the chaos suite did not get as far as a summary)"

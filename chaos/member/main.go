@@ -8,7 +8,11 @@
 // batch) before the handler returns, so a SIGKILL loses nothing that was
 // handled; a line cut by the kill can only be the file's last. The
 // generation and member id are the group's as kgo saw them when the batch
-// was handled (the member epoch under KIP-848).
+// was handled (the member epoch under KIP-848); the member id is followed by
+// "#" and the number of group sessions the member had joined then
+// (Stats.Rebalances, one per assign callback), so that every session starts
+// a new ownership run even if the group's generation did not change: a
+// partition assigned in a session starts from the committed offset.
 //
 // SIGTERM (or SIGINT) makes the member call Close: drain, commit, leave the
 // group, then exit 0. Every 500 ms, and at exit, it writes its consumer
@@ -114,7 +118,7 @@ func run() error {
 			return err
 		}
 		member, gen := c.Client().GroupMetadata()
-		return led.write(b, gen, member)
+		return led.write(b, gen, member+"#"+strconv.FormatInt(c.Stats().Rebalances, 10))
 	}
 	var dd *consumer.Dedupe
 	if *useDedupe {
