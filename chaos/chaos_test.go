@@ -516,6 +516,10 @@ func keepLogs(t *testing.T, dir string) {
 		}
 		return
 	}
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Logf("keeping logs: %v", err)
+		return
+	}
 	dst := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "-")+"-"+time.Now().Format("150405"))
 	if out, err := exec.Command("cp", "-r", dir, dst).CombinedOutput(); err != nil {
 		t.Logf("keeping logs: %v %s", err, out)
