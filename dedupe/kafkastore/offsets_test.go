@@ -19,10 +19,7 @@ func TestFirstDeliveriesByOffsetSeeEveryEarlierWrite(t *testing.T) {
 	c := roundsCluster(t)
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 0}
-	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-	if err := s.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 	okey := func(o int64) string { return dedupe.OffsetKey(p.Topic, p.Partition, o) }
 	begin := func(offs ...int64) []dedupe.Entry {
 		t.Helper()
@@ -197,10 +194,7 @@ func TestLookupOffsetsAboveEverythingHeld(t *testing.T) {
 	c := roundsCluster(t)
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 0}
-	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-	if err := s.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 	lookup := func(offs ...int64) []dedupe.Entry {
 		t.Helper()
 		out := make([]dedupe.Entry, len(offs))

@@ -27,6 +27,17 @@ func roundsCluster(t *testing.T) *kfake.Cluster {
 	return c
 }
 
+// assignedStore opens a store on c (closed at the end of the test) and
+// assigns it p.
+func assignedStore(t *testing.T, ctx context.Context, c *kfake.Cluster, p dedupe.Partition, opts Options) *Store {
+	t.Helper()
+	s := openStore(t, c.ListenAddrs(), opts)
+	if err := s.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // refuseNextProduce makes the cluster refuse the next produce request
 // (POLICY_VIOLATION for every partition, nothing written), once; the
 // channel is closed when it did.
@@ -62,10 +73,7 @@ func roundsKeys(p dedupe.Partition) []string {
 // and loads it from the changelog, and checks that keys are done there.
 func wantDoneAfterLoad(t *testing.T, ctx context.Context, c *kfake.Cluster, p dedupe.Partition, keys []string) {
 	t.Helper()
-	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-	if err := s.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 	es, err := s.Lookup(ctx, p, keys)
 	if err != nil {
 		t.Fatal(err)
@@ -86,10 +94,7 @@ func TestDoneReturnsBeforeItsRecordsAreAcknowledged(t *testing.T) {
 	c := roundsCluster(t)
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 1}
-	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-	if err := s.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 	keys := roundsKeys(p)
 	if _, err := s.Begin(ctx, p, keys); err != nil {
 		t.Fatal(err)
@@ -139,10 +144,7 @@ func TestFailedDoneIsReportedAndWrittenAgain(t *testing.T) {
 	c := roundsCluster(t)
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 0}
-	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-	if err := s.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 	keys := roundsKeys(p)
 	if _, err := s.Begin(ctx, p, keys); err != nil {
 		t.Fatal(err)
