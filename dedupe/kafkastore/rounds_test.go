@@ -179,10 +179,7 @@ func TestCloseWritesDoneInFlight(t *testing.T) {
 	ctx := testContext(t)
 	p := dedupe.Partition{Topic: "orders", Partition: 1}
 	for _, release := range []bool{false, true} {
-		s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
-		if err := s.Assign(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		s := assignedStore(t, ctx, c, p, Options{Group: "billing"})
 		keys := roundsKeys(p)
 		if release {
 			keys = append(keys, "released")
@@ -260,10 +257,7 @@ func TestDoneRidesWithTheNextBegin(t *testing.T) {
 
 	// Nothing follows: the Done is sent after the linger.
 	q := dedupe.Partition{Topic: "orders", Partition: 0}
-	s2 := openStore(t, c.ListenAddrs(), Options{Group: "billing", DoneLinger: 20 * time.Millisecond})
-	if err := s2.Assign(ctx, q); err != nil {
-		t.Fatal(err)
-	}
+	s2 := assignedStore(t, ctx, c, q, Options{Group: "billing", DoneLinger: 20 * time.Millisecond})
 	qkeys := roundsKeys(q)
 	if _, err := s2.Begin(ctx, q, qkeys); err != nil {
 		t.Fatal(err)
