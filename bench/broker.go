@@ -1,9 +1,9 @@
+//go:build !memchild
+
 package main
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -136,11 +136,4 @@ func serveKfakeChild(nbrokers string) int {
 	fmt.Fprintf(os.Stdout, "%s%s\n", childAddrPrefix, strings.Join(c.ListenAddrs(), ","))
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it or dies
 	return 0
-}
-
-// uniqueName returns prefix-<8 hex digits>.
-func uniqueName(prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
 }

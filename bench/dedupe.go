@@ -1,3 +1,5 @@
+//go:build !memchild
+
 package main
 
 import (
@@ -13,14 +15,6 @@ import (
 	"github.com/kbatch/kbatch/dedupe/kafkastore"
 	"github.com/kbatch/kbatch/kbatchtest"
 )
-
-// countingHandler marks every batch with the checker and does nothing else.
-func countingHandler(env *Env) consumer.Handler {
-	return func(_ context.Context, b *consumer.Batch) error {
-		env.Check.MarkRecords(b.Partition, b.Records)
-		return nil
-	}
-}
 
 // runKbatchDedupeMemory is kbatch's defaults plus the memory dedupe store
 // with its defaults. The records carry no Idempotency-Key header, so each

@@ -86,9 +86,12 @@ func (h *harness) runIsolated(ctx context.Context, sc Scenario, run, order int, 
 // returns its result. When ctx ends, the process is interrupted (it closes
 // its client as on a stall), and killed if it does not exit in time.
 func (h *harness) childRun(ctx context.Context, job scenarioJob, got *atomic.Int64) (RunResult, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return RunResult{}, fmt.Errorf("finding own executable for the scenario process: %w", err)
+	exe := h.childExe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return RunResult{}, fmt.Errorf("finding own executable for the scenario process: %w", err)
+		}
 	}
 	in, err := json.Marshal(job)
 	if err != nil {

@@ -128,3 +128,11 @@ func runKbatchWith(ctx context.Context, env *Env, cfg consumer.Config, h consume
 // sink keeps the simulated work's results alive so the compiler cannot drop
 // the work.
 var sink atomic.Uint64
+
+// countingHandler marks every batch with the checker and does nothing else.
+func countingHandler(env *Env) consumer.Handler {
+	return func(_ context.Context, b *consumer.Batch) error {
+		env.Check.MarkRecords(b.Partition, b.Records)
+		return nil
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !memchild
+
 // Command bench measures kbatch's end-to-end consuming throughput side by
 // side with a raw franz-go poll loop (the ceiling), per-record synchronous
 // commits (the anti-pattern), segmentio/kafka-go, IBM/sarama and, on a real
@@ -70,10 +72,11 @@ type options struct {
 	sweepValues string // the values of a single sweep; empty: its defaults
 	sweepBytes  int64  // value bytes per point of the value-size sweep
 
-	memcheck      bool
-	memBacklogs   string
-	memRecordWait time.Duration
-	memSlack      int64
+	memcheck        bool
+	memBacklogs     string
+	memRecordWait   time.Duration
+	memSlack        int64
+	memChildTimeout time.Duration
 
 	orderingMode bool
 	ordering     orderingOptions
@@ -113,6 +116,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.memBacklogs, "memcheck-backlogs", "1M,3M", "memory check: the backlogs (records) to consume")
 	fs.DurationVar(&o.memRecordWait, "memcheck-wait", 10*time.Microsecond, "memory check: the handler's wait per record of a batch (a slow handler)")
 	o.memSlack = defaultMemSlack
+	fs.DurationVar(&o.memChildTimeout, "memcheck-build-timeout", 5*time.Minute, "memory check: bound on building the consumer program it measures (go build -tags memchild)")
 	fs.Var((*sizeFlag)(&o.memSlack), "memcheck-slack", "memory check: the constant allowed over MaxBufferedBytes (the process's own baseline; see README)")
 	fs.BoolVar(&o.orderingMode, "ordering", false, "run the ordering suite instead of the table: one partition, a handler waiting -ordering-work per record, partition order against the concurrent modes (and Confluent Parallel Consumer with -brokers)")
 	fs.IntVar(&o.ordering.records, "ordering-records", 100_000, "ordering suite: records on the partition (a run stops when all are handled or at -ordering-time)")

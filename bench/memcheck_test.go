@@ -1,3 +1,5 @@
+//go:build !memchild
+
 package main
 
 import (
@@ -102,6 +104,9 @@ func TestRunMemCheckEndToEnd(t *testing.T) {
 	var back MemReport
 	if err := json.Unmarshal(data, &back); err != nil || back.Limit != 40<<20 || len(back.Points) != 2 {
 		t.Fatalf("memcheck.json: %v %+v", err, back)
+	}
+	if !strings.Contains(back.Consumer, "-tags memchild") {
+		t.Errorf("the check measured %q, not the lean consumer program (notes: %q)", back.Consumer, back.Notes)
 	}
 	if !strings.Contains(table.String(), "peak RSS (max)") {
 		t.Errorf("table:\n%s", table.String())

@@ -1,3 +1,5 @@
+//go:build !memchild
+
 package main
 
 import (

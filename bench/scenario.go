@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime/pprof"
@@ -61,23 +63,6 @@ type ExternalResult struct {
 	MBPerSec      float64 // MiB (2^20 bytes) per second
 	Elapsed       time.Duration
 	Raw           string // the tool's output, for the JSON
-}
-
-// scenarios is the table of scenarios, in their base order (each run
-// rotates it). The Java reference is added by main when it can run.
-func scenarios() []Scenario {
-	return append([]Scenario{
-		{Key: "franz-raw", Name: "franz-go poll loop, auto-commit (ceiling)", Run: runFranzRaw},
-		{Key: "franz-sync", Name: "franz-go, sync commit per record", Subset: true, Run: runFranzSync},
-		{Key: "kbatch", Name: "kbatch, defaults", Run: runKbatch},
-		{Key: "kbatch-dedupe-mem", Name: "kbatch, memory dedupe store", Run: runKbatchDedupeMemory},
-		{Key: "kbatch-dedupe-kafka", Name: "kbatch, Kafka dedupe store", Run: runKbatchDedupeKafka},
-		{Key: "kbatch-dedupe-mix-mem", Name: "kbatch, memory store, 10% repeated keys", Run: runKbatchDedupeMixMemory},
-		{Key: "kbatch-dedupe-mix-kafka", Name: "kbatch, Kafka store, 10% repeated keys", Run: runKbatchDedupeMixKafka},
-		{Key: "kbatch-work", Name: "kbatch, simulated work", Run: runKbatchWork},
-		{Key: "kafka-go", Name: "segmentio/kafka-go Reader, CommitInterval", Run: runKafkaGo},
-		{Key: "sarama", Name: "IBM/sarama group, auto-commit", Run: runSarama},
-	}, pgScenarios()...)
 }
 
 // boundedScenario is the memory check's consumer (memcheck.go): not in the
@@ -150,8 +135,9 @@ type harness struct {
 	stall      time.Duration
 	closeMax   time.Duration // how long a scenario may take to stop
 	progress   *progress
-	isolate    bool // run each scenario in a child process (isolate.go)
-	ownProcess bool // this is a scenario process: the process's peak RSS is the scenario's
+	isolate    bool   // run each scenario in a child process (isolate.go)
+	childExe   string // the program that child process runs; empty: this one
+	ownProcess bool   // this is a scenario process: the process's peak RSS is the scenario's
 
 	// started, when set, is called with a scenario's Env before it runs
 	// (the scenario process reports its progress through it).
@@ -341,4 +327,20 @@ func subsetSpans(spans map[int32]Span, n int64) map[int32]Span {
 		out[p] = Span{From: s.From, To: s.From + min(per, s.Len())}
 	}
 	return out
+}
+
+// dataset is what the pre-produced topic holds.
+type dataset struct {
+	Topic   string         `json:"topic"`
+	Spans   map[int32]Span `json:"-"`
+	Records int64          `json:"records"`
+	Bytes   int64          `json:"bytes"`   // key+value bytes of all records; 0 if the topic was reused
+	Created bool           `json:"created"` // false: an existing topic was reused
+}
+
+// uniqueName returns prefix-<8 hex digits>.
+func uniqueName(prefix string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
 }

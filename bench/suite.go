@@ -1,3 +1,5 @@
+//go:build !memchild
+
 package main
 
 import (
@@ -20,6 +22,8 @@ type suite struct {
 	prog  *progress
 	table []Scenario
 	notes []string // said about every point (the Java reference skipped, ...)
+	// childExe is the program isolated scenarios run in; empty: this one.
+	childExe string
 }
 
 // startSuite starts (or names) the broker and picks the scenarios. Close
@@ -163,6 +167,7 @@ func (s *suite) measure(ctx context.Context, p point, dropTopic bool) (*Report, 
 		closeMax:   60 * time.Second,
 		progress:   s.prog,
 		isolate:    s.isolated(),
+		childExe:   s.childExe,
 	}
 	results := make([][]RunResult, len(s.table))
 	for run := 1; run <= o.runs; run++ {

@@ -1,3 +1,5 @@
+//go:build !memchild
+
 package main
 
 import (
@@ -16,15 +18,6 @@ import (
 
 	"github.com/kbatch/kbatch/kbatchtest"
 )
-
-// dataset is what the pre-produced topic holds.
-type dataset struct {
-	Topic   string         `json:"topic"`
-	Spans   map[int32]Span `json:"-"`
-	Records int64          `json:"records"`
-	Bytes   int64          `json:"bytes"`   // key+value bytes of all records; 0 if the topic was reused
-	Created bool           `json:"created"` // false: an existing topic was reused
-}
 
 // produceSpec says what to pre-produce.
 type produceSpec struct {
