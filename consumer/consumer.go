@@ -223,16 +223,25 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	c.cl = cl
 	c.flow.cl = cl
 	// A FetchMaxBytes given in ClientOpts is the user's choice: kbatch
-	// then leaves the fetch size alone, and a partition's share
-	// is what kgo's default would give with that FetchMaxBytes (unless
-	// ClientOpts set it too), not the small size kbatch starts with.
-	if v := reflect.ValueOf(cl.OptValue(kgo.FetchMaxBytes)); v.CanInt() && int32(v.Int()) != c.flow.fetchBytes.Load() {
-		initialPart := c.flow.initialPartBytes()
-		c.flow.fixed = true
-		c.flow.fetchBytes.Store(int32(v.Int()))
-		part := reflect.ValueOf(cl.OptValue(kgo.FetchMaxPartitionBytes))
-		if part.CanInt() && int32(part.Int()) == initialPart {
-			cl.UpdateFetchMaxBytes(int32(v.Int()), min(int32(v.Int()), maxPartFetchBytes))
+	// then leaves the fetch size alone, and a partition's share is what
+	// kgo's default would give with that FetchMaxBytes (unless ClientOpts
+	// set it too). kgo clamped the share kbatch gave to the FetchMaxBytes in
+	// force: a share equal to that is kbatch's, and is set again unclamped
+	// (see initialPartBytes).
+	fetchOpt := reflect.ValueOf(cl.OptValue(kgo.FetchMaxBytes))
+	partOpt := reflect.ValueOf(cl.OptValue(kgo.FetchMaxPartitionBytes))
+	if fetchOpt.CanInt() && partOpt.CanInt() {
+		fetch, part := int32(fetchOpt.Int()), int32(partOpt.Int())
+		ownPart := part == min(c.flow.initialPartBytes(), fetch)
+		switch {
+		case fetch != c.flow.fetchBytes.Load():
+			c.flow.fixed = true
+			c.flow.fetchBytes.Store(fetch)
+			if ownPart {
+				cl.UpdateFetchMaxBytes(fetch, min(fetch, maxPartFetchBytes))
+			}
+		case ownPart:
+			cl.UpdateFetchMaxBytes(fetch, c.flow.initialPartBytes())
 		}
 	}
 	if cfg.DeadLetter != nil {

@@ -254,9 +254,11 @@ func (f *flow) debugState() string {
 
 // A FetchMaxBytes of the user's is left alone, and the partition share goes
 // with it: kgo's default (1 MiB, or FetchMaxBytes when smaller), not the 64
-// KiB kbatch starts with before it knows the compression ratio. Left at 64
-// KiB, a user's 50 MiB fetch brought ~2 MB a request at 1024 partitions.
-// A FetchMaxPartitionBytes of the user's is kept too.
+// KiB kbatch starts its fetches with before it knows the compression ratio.
+// Left at 64 KiB, a user's 50 MiB fetch brought ~2 MB a request at 1024
+// partitions. A FetchMaxPartitionBytes of the user's is kept too. Without
+// one, the share is kbatch's largest from the start (1 MiB for the default
+// bound), above the 64 KiB first fetches (TestABacklogIsFetchedFromEveryPartitionAtOnce).
 func TestUserFetchMaxBytesKeepsKgosPartitionShare(t *testing.T) {
 	h := func(context.Context, *Batch) error { return nil }
 	base := Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"}, Logger: slog.New(slog.DiscardHandler)}
@@ -267,7 +269,7 @@ func TestUserFetchMaxBytesKeepsKgosPartitionShare(t *testing.T) {
 		wantPart    int32
 		wantAdjusts bool
 	}{
-		{"defaults", nil, minFetchBytes, minFetchBytes, true},
+		{"defaults", nil, minFetchBytes, 1 << 20, true},
 		{"FetchMaxBytes 50 MiB", []kgo.Opt{kgo.FetchMaxBytes(50 << 20)}, 50 << 20, 1 << 20, false},
 		{"FetchMaxBytes 512 KiB", []kgo.Opt{kgo.FetchMaxBytes(512 << 10)}, 512 << 10, 512 << 10, false},
 		{"both", []kgo.Opt{kgo.FetchMaxBytes(50 << 20), kgo.FetchMaxPartitionBytes(4 << 20)}, 50 << 20, 4 << 20, false},
@@ -420,5 +422,68 @@ func TestCaughtUpFlushIsAskedOnceWhenAPartitionCatchesUp(t *testing.T) {
 		if asked != step.asked || (asked && reason != FlushCaughtUp) {
 			t.Fatalf("poll %d (caught up %v): flush asked %v (%v), want %v", i, step.caughtUp, asked, reason, step.asked)
 		}
+	}
+}
+
+// Guards the partition share the client starts with: a backlog of 1 KiB
+// records in 256 KiB record batches, four batches in each of 8 partitions,
+// is fetched from every partition at once, a few fetches in all. The
+// client used to start with a share of 64 KiB (its first fetch size) and
+// raise it with the fetch size; but a fetch session tells the broker a
+// partition's new share only once that partition's offset moves, and the
+// broker returns a batch over a partition's share only for the first
+// partition of a fetch, so each fetch brought one partition's records: two
+// fetches a partition (16 here, 317 for the bench's 2M records on kfake).
+func TestABacklogIsFetchedFromEveryPartitionAtOnce(t *testing.T) {
+	const parts, rounds, perBatch = 8, 4, 256
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.NewTopic(t, parts)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(50*time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000)
+	for range rounds {
+		var rs []*kgo.Record
+		for p := range parts {
+			for range perBatch {
+				rs = append(rs, &kgo.Record{Partition: int32(p), Value: value})
+			}
+		}
+		if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+
+	reads := &fetchReads{}
+	cfg := baseConfig(t, topic, kafkatest.NewGroup(t))
+	cfg.ClientOpts = []kgo.Opt{kgo.WithHooks(reads)}
+	var handled atomic.Int64
+	m := startMember(t, cfg, func(_ context.Context, b *Batch) error {
+		handled.Add(int64(len(b.Records)))
+		return nil
+	})
+	const n = parts * rounds * perBatch
+	waitUntil(t, 60*time.Second, "every record handled", func() bool { return handled.Load() >= n })
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// A fetch that brought records brought at least one 256 KiB batch.
+	if got := reads.withRecords.Load(); got > 8 {
+		t.Fatalf("the backlog took %d fetches that brought records, want a few (a fetch for every partition at once)", got)
+	} else {
+		t.Logf("%d fetches brought records", got)
+	}
+}
+
+// fetchReads counts the Fetch responses of more than 128 KiB.
+type fetchReads struct{ withRecords atomic.Int64 }
+
+func (r *fetchReads) OnBrokerRead(_ kgo.BrokerMetadata, key int16, bytesRead int, _, _ time.Duration, err error) {
+	if key == 1 && err == nil && bytesRead > 128<<10 {
+		r.withRecords.Add(1)
 	}
 }
