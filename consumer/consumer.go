@@ -227,12 +227,12 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 	// kgo's default would give with that FetchMaxBytes (unless ClientOpts
 	// set it too). kgo clamped the share kbatch gave to the FetchMaxBytes in
 	// force: a share equal to that is kbatch's, and is set again unclamped
-	// (see initialPartBytes).
+	// (see partBytes).
 	fetchOpt := reflect.ValueOf(cl.OptValue(kgo.FetchMaxBytes))
 	partOpt := reflect.ValueOf(cl.OptValue(kgo.FetchMaxPartitionBytes))
 	if fetchOpt.CanInt() && partOpt.CanInt() {
 		fetch, part := int32(fetchOpt.Int()), int32(partOpt.Int())
-		ownPart := part == min(c.flow.initialPartBytes(), fetch)
+		ownPart := part == min(c.flow.partBytes(), fetch)
 		switch {
 		case fetch != c.flow.fetchBytes.Load():
 			c.flow.fixed = true
@@ -241,7 +241,7 @@ func New(cfg Config, handler Handler) (*Consumer, error) {
 				cl.UpdateFetchMaxBytes(fetch, min(fetch, maxPartFetchBytes))
 			}
 		case ownPart:
-			cl.UpdateFetchMaxBytes(fetch, c.flow.initialPartBytes())
+			cl.UpdateFetchMaxBytes(fetch, c.flow.partBytes())
 		}
 	}
 	if cfg.DeadLetter != nil {

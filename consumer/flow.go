@@ -133,23 +133,25 @@ func (f *flow) clientOpts() []kgo.Opt {
 	fb := f.fetchBytes.Load()
 	return []kgo.Opt{
 		kgo.FetchMaxBytes(fb),
-		kgo.FetchMaxPartitionBytes(f.initialPartBytes()),
+		kgo.FetchMaxPartitionBytes(f.partBytes()),
 		kgo.WithHooks(f),
 	}
 }
 
-// initialPartBytes is the FetchMaxPartitionBytes the client starts with:
-// the most adjustFetch ever gives a partition (half the bound, within kgo's
-// default of 1 MiB), not the small FetchMaxBytes kbatch starts with. A
-// fetch session sends a partition's share to the broker again only when
-// the partition's fetch offset moves, and the broker returns a batch larger
-// than a partition's share only for the first partition of a fetch: with a
-// share below the producers' batch size, every fetch of a backlog brought
-// one partition (8 partitions on kfake: 317 fetches of at most 1 MiB
-// against the raw poll loop's 123). FetchMaxBytes bounds what a fetch
-// brings in all, so a larger share costs no memory. New sets it after
-// making the client, which clamps it to FetchMaxBytes.
-func (f *flow) initialPartBytes() int32 {
+// partBytes is the FetchMaxPartitionBytes kbatch gives the client, from
+// the first fetch on and unchanged when adjustFetch moves FetchMaxBytes:
+// half the bound, within kgo's default of 1 MiB. A fetch session sends a
+// partition's share to the broker again only when the partition's fetch
+// offset moves, and the broker returns a batch larger than a partition's
+// share only for the first partition of a fetch: with a share below the
+// producers' batch size, every fetch of a backlog brought one partition (8
+// partitions on kfake: 317 fetches of at most 1 MiB against the raw poll
+// loop's 123, when the share started at the first fetch's 64 KiB), and a
+// share lowered later would do the same to the partitions that were idle
+// when it changed. FetchMaxBytes bounds what a fetch brings in all, so a
+// share above it costs no memory. New sets it after making the client,
+// which clamps it to FetchMaxBytes.
+func (f *flow) partBytes() int32 {
 	return int32(min(max(f.maxBytes/manyFetchShare, minFetchBytes), maxPartFetchBytes))
 }
 
@@ -203,7 +205,7 @@ func (f *flow) adjustFetch(now time.Time) {
 	cur := f.fetchBytes.Load()
 	if diff := target - cur; diff > cur/10 || -diff > cur/10 {
 		f.fetchBytes.Store(target)
-		f.cl.UpdateFetchMaxBytes(target, min(target, maxPartFetchBytes))
+		f.cl.UpdateFetchMaxBytes(target, f.partBytes())
 	}
 }
 

@@ -185,6 +185,12 @@ func TestFetchSizeFollowsTheBoundAndTheCompressionRatio(t *testing.T) {
 	if got, want := f.fetchBytes.Load(), int32(256<<10); got != want {
 		t.Fatalf("fetch size %d after a ratio of 8, want %d", got, want)
 	}
+	// The partition share does not follow it down: a fetch session would
+	// keep a lowered share for the partitions idle when it changed, and
+	// FetchMaxBytes already bounds the fetch.
+	if got := reflect.ValueOf(cl.OptValue(kgo.FetchMaxPartitionBytes)).Int(); got != 1<<20 {
+		t.Fatalf("partition share %d after the fetch size went down, want it kept at 1 MiB", got)
+	}
 	// Never below the floor, whatever the ratio.
 	f.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressedBytes: 1, UncompressedBytes: 1 << 20})
 	f.adjustFetch(time.Now().Add(2 * time.Second))
