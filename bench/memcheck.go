@@ -166,9 +166,7 @@ func runMemCheck(ctx context.Context, o *options, stdout io.Writer) (*MemReport,
 func buildMemChild(ctx context.Context, timeout time.Duration) (exe string, size int64, err error) {
 	mod, err := findUp(filepath.Join("bench", "go.mod"))
 	if err != nil {
-		if mod, err = findUp("go.mod"); err != nil {
-			return "", 0, err
-		}
+		return "", 0, err
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
