@@ -43,4 +43,16 @@
 // broker restart (scripts/kafka/kafka.sh restart, which keeps the data) needs
 // KAFKA_BROKERS and KBATCH_CHAOS_BROKER_RESTART=1, as scripts/ci-real-broker.sh
 // sets them.
+//
+// On kfake, classic members are killed only once they have been assigned
+// partitions: kfake may keep a member that dies while its first JoinGroup
+// waits in the join barrier for ever (when it gives up on the answer to the
+// dead connection, it arms no session timer), and it restarts the rebalance
+// deadline at every join, so the group then answers no join again.
+// TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin pins down the
+// second half (and fails once kfake changes it). The real
+// broker's runs kill members at any point of their life. When a variant
+// stalls anyway, the driver writes its goroutines (the embedded broker's
+// included) to driver.goroutines and makes every live member print its
+// goroutines to its log (SIGQUIT), kept with KBATCH_CHAOS_KEEP_FAILED.
 package chaos

@@ -166,6 +166,23 @@ func (g *group) kill(p *proc) error {
 	}
 }
 
+// quit sends SIGQUIT (the Go runtime prints every goroutine to the log and
+// exits) and waits for p to be gone.
+func (g *group) quit(p *proc) error {
+	p.expected.Store(true)
+	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("SIGQUIT %s: %w", p.name, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s still running 30s after SIGQUIT; killed", p.name)
+	}
+}
+
 // term sends SIGTERM (the member calls Close) and waits up to limit for a
 // clean exit. A member that does not make it is killed, and that is an
 // error: graceful close must drain, commit and leave within a bound.
@@ -239,6 +256,17 @@ func (g *group) memberStats() []consumer.Stats {
 		}
 	}
 	return out
+}
+
+// assigned reports whether p has been assigned partitions at least once, as
+// far as the stats it last wrote tell (at most 500 ms old).
+func (g *group) assigned(p *proc) bool {
+	data, err := os.ReadFile(p.stats)
+	if err != nil {
+		return false
+	}
+	var st consumer.Stats
+	return json.Unmarshal(data, &st) == nil && st.Rebalances > 0
 }
 
 // tail returns the last n lines of a file.
