@@ -47,6 +47,7 @@ type scenarioJob struct {
 	Spans      map[int32]Span `json:"spans"`
 	Subset     map[int32]Span `json:"subset"`
 	Work       time.Duration  `json:"work"`
+	BatchRecs  int            `json:"batch_records"`
 	RecordWait time.Duration  `json:"record_wait"`
 	Stall      time.Duration  `json:"stall"`
 	CloseMax   time.Duration  `json:"close_max"`
@@ -68,7 +69,7 @@ func (h *harness) runIsolated(ctx context.Context, sc Scenario, run, order int, 
 	job := scenarioJob{
 		Key: sc.Key, Run: run, Order: order, Brokers: h.brokers,
 		Topic: h.data.Topic, Records: h.data.Records, Spans: h.data.Spans, Subset: h.subset,
-		Work: h.work, RecordWait: h.recordWait, Stall: h.stall, CloseMax: h.closeMax,
+		Work: h.work, BatchRecs: h.batchRecs, RecordWait: h.recordWait, Stall: h.stall, CloseMax: h.closeMax,
 	}
 	res, err := h.childRun(ctx, job, &got)
 	if err != nil {
@@ -197,6 +198,7 @@ func serveScenarioChild() int {
 		data:       &dataset{Topic: job.Topic, Spans: job.Spans, Records: job.Records},
 		subset:     job.Subset,
 		work:       job.Work,
+		batchRecs:  job.BatchRecs,
 		recordWait: job.RecordWait,
 		stall:      job.Stall,
 		closeMax:   job.CloseMax,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/consumer"
 )
 
@@ -23,6 +24,7 @@ func kbatchConfig(env *Env) consumer.Config {
 		// The default, slog.Default(), would print rebalance lines into
 		// the table's output and cost the measured process its writes.
 		Logger: slog.New(slog.DiscardHandler),
+		Batch:  batcher.Policy{MaxRecords: env.BatchRecs}, // 0: the default
 	}
 }
 

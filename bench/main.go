@@ -56,6 +56,7 @@ type options struct {
 	runs        int
 	syncRecords int
 	work        time.Duration
+	batchRecs   int // Batch.MaxRecords of the kbatch scenarios; 0: kbatch's default
 	stall       time.Duration
 	only        string
 
@@ -98,6 +99,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.compression, "compression", "none", "compression of the produced batches: none, gzip, snappy, lz4, zstd")
 	fs.IntVar(&o.runs, "runs", 3, "runs of every scenario; the table shows medians")
 	fs.IntVar(&o.syncRecords, "sync-records", 20_000, "records the per-record-commit scenario (franz-sync) reads; its wall time is scaled to -records")
+	fs.IntVar(&o.batchRecs, "batch-records", 0, "Batch.MaxRecords of every kbatch scenario (0: kbatch's default, 1000): how the per-batch costs (a dedupe store's round trip) move with the batch bound")
 	fs.DurationVar(&o.work, "work", time.Millisecond, "simulated work per batch in kbatch-work: a wait this long (a sink's round trip), after a checksum of every value")
 	fs.DurationVar(&o.stall, "stall", 30*time.Second, "a scenario that receives nothing for this long is stopped and reported failed")
 	fs.StringVar(&o.only, "scenarios", "", "comma-separated scenario keys to run (default all): "+strings.Join(scenarioKeys(), ", ")+", java-perf")
@@ -141,6 +143,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-value-size must be >= 0")
 	case o.keys < 0:
 		return nil, errors.New("-keys must be >= 0")
+	case o.batchRecs < 0:
+		return nil, errors.New("-batch-records must be >= 0 (0: kbatch's default)")
 	case o.runs < 1:
 		return nil, errors.New("-runs must be > 0")
 	case o.syncRecords < 1:

@@ -45,6 +45,9 @@ type Params struct {
 	Runs         int    `json:"runs"`
 	SyncRecords  int    `json:"sync_records"`
 	Work         string `json:"work"`
+	// BatchRecords is Batch.MaxRecords of the kbatch scenarios when
+	// -batch-records set it (0: kbatch's default).
+	BatchRecords int    `json:"batch_records,omitempty"`
 	Stall        string `json:"stall"`
 	Scenarios    string `json:"scenarios"`
 	// Isolated: every scenario ran in a process of its own (-isolate).

@@ -73,11 +73,42 @@ func TestRunWritesTableJSONAndChart(t *testing.T) {
 	}
 }
 
+// TestBatchRecordsReachesTheKbatchScenarios: -batch-records sets the batch
+// bound of the kbatch scenarios, in their own processes too, and the report
+// says so.
+func TestBatchRecordsReachesTheKbatchScenarios(t *testing.T) {
+	o, err := parseFlags([]string{"-records", "3000", "-partitions", "3", "-runs", "1",
+		"-scenarios", "franz-raw,kbatch", "-batch-records", "100", "-q", "-out", t.TempDir(), "-kfake-brokers", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var table bytes.Buffer
+	rep, err := run(ctx, o, &table)
+	if err != nil || rep.Failed {
+		t.Fatalf("run: %v\n%s", err, table.String())
+	}
+	if rep.Params.BatchRecords != 100 {
+		t.Errorf("params say batch records %d, want 100", rep.Params.BatchRecords)
+	}
+	for _, s := range rep.Scenarios {
+		if s.Key != "kbatch" {
+			continue
+		}
+		// 1,000 records a partition: at least 10 batches each with a
+		// bound of 100; kbatch's default bound (1,000) makes 1 to 3.
+		if b := s.Runs[0].ClientStats["batches"]; b < 30 {
+			t.Errorf("kbatch made %d batches of 3,000 records, want at least 30 with -batch-records 100", b)
+		}
+	}
+}
+
 // TestParseFlagsRefusesNonsense guards the flag checks.
 func TestParseFlagsRefusesNonsense(t *testing.T) {
 	for _, args := range [][]string{
 		{"-records", "0"}, {"-partitions", "0"}, {"-runs", "0"}, {"-compression", "brotli"},
-		{"-sync-records", "-1"}, {"stray"}, {"-keys", "-2"},
+		{"-sync-records", "-1"}, {"stray"}, {"-keys", "-2"}, {"-batch-records", "-1"},
 	} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)

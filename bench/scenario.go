@@ -39,6 +39,9 @@ type Env struct {
 	Check   *Checker // mark every record received here
 	Wire    *Wire    // dial through it, so its requests are counted
 	Work    time.Duration
+	// BatchRecs is Batch.MaxRecords of the kbatch scenarios (-batch-records;
+	// 0: kbatch's default).
+	BatchRecs int
 	// RecordWait is kbatch-bounded's handler wait per record of a batch.
 	RecordWait time.Duration
 	Stall      time.Duration // the harness gives up after this long without progress
@@ -131,6 +134,7 @@ type harness struct {
 	data       *dataset
 	subset     map[int32]Span // what Subset scenarios read
 	work       time.Duration
+	batchRecs  int
 	recordWait time.Duration
 	stall      time.Duration
 	closeMax   time.Duration // how long a scenario may take to stop
@@ -166,6 +170,7 @@ func (h *harness) runOne(ctx context.Context, sc Scenario, run, order int, label
 		Check:      NewChecker(spans),
 		Wire:       newWire(),
 		Work:       h.work,
+		BatchRecs:  h.batchRecs,
 		RecordWait: h.recordWait,
 		Stall:      h.stall,
 	}
