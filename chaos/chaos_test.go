@@ -204,14 +204,15 @@ func runChaos(t *testing.T, bin, proto string, dedupe, lanes bool) {
 	t0 := time.Now()
 	since := func() string { return time.Since(t0).Round(100 * time.Millisecond).String() }
 
-	// On the embedded broker, a classic member is killed only once it has
-	// been assigned partitions: kfake may keep a member that dies in its
-	// first join for ever, and then stalls the group (see
+	// On the embedded broker, a classic member is killed only while it
+	// owns partitions: kfake may keep a member that dies in its first join
+	// (its very first, or the one after it lost its partitions) for ever,
+	// and then stalls the group (see
 	// TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin). A real
 	// broker gets every kill, at any point of a member's life.
-	assignedOnly := kind == "kfake" && proto == "classic"
-	if assignedOnly {
-		t.Logf("embedded broker: only members that have been assigned partitions are killed (kfake stalls a group around a member dead in its first join)")
+	owningOnly := kind == "kfake" && proto == "classic"
+	if owningOnly {
+		t.Logf("embedded broker: only members that own partitions are killed (kfake stalls a group around a member dead in its first join)")
 	}
 	var kills, leaves, restarts int
 	for _, ev := range planEvents(rng, *flagKills, brokerRestart, *flagStream) {
@@ -220,7 +221,7 @@ func runChaos(t *testing.T, bin, proto string, dedupe, lanes bool) {
 		}
 		switch ev.kind {
 		case evKill:
-			p := pick(rng, killable(ctx, g, assignedOnly, onCrash))
+			p := pick(rng, killable(ctx, g, owningOnly, onCrash))
 			if p == nil {
 				t.Logf("%s: no live member to kill", since())
 				continue
@@ -497,18 +498,17 @@ func kafkaSh(ctx context.Context, args ...string) ([]byte, error) {
 	return exec.CommandContext(cctx, "bash", append([]string{script}, args...)...).CombinedOutput()
 }
 
-// killable returns the live members a kill may pick. With assignedOnly, it
-// is those whose stats say they have been assigned partitions; it waits up to
-// 30 s for one.
-func killable(ctx context.Context, g *group, assignedOnly bool, onCrash func(*proc)) []*proc {
-	if !assignedOnly {
+// killable returns the live members a kill may pick. With owningOnly, it is
+// those whose stats say they own partitions; it waits up to 30 s for one.
+func killable(ctx context.Context, g *group, owningOnly bool, onCrash func(*proc)) []*proc {
+	if !owningOnly {
 		return g.liveProcs()
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var ps []*proc
 		for _, p := range g.liveProcs() {
-			if g.assigned(p) {
+			if g.owns(p) {
 				ps = append(ps, p)
 			}
 		}

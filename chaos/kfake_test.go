@@ -21,11 +21,11 @@ import (
 // restarts the deadline at each join. Kafka ends it at the rebalance timeout
 // whoever joins meanwhile, and removes the members that did not join.
 //
-// The other half: a member that dies while its first JoinGroup waits in the
-// barrier is counted as joined, and when the barrier completes kfake writes
-// its answer or gives up on its dead connection at random (a select on two
-// ready channels); when it gives up, it arms no session timer, and the dead
-// member stays for ever, waiting to be joined. Then the group can only
+// The other half: a member that dies while its first JoinGroup as a new
+// member waits in the barrier is counted as joined, and when the barrier
+// completes kfake writes its answer or gives up on its dead connection at
+// random (a select on two ready channels); when it gives up, it arms no
+// session timer, and the dead member stays for ever, waiting to be joined. Then the group can only
 // complete a rebalance by the deadline above, and the live members keep
 // restarting it: kgo's JoinGroup times out after the rebalance timeout plus
 // 10 s and is sent again, and a member that waited in the barrier longer

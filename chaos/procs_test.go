@@ -258,15 +258,17 @@ func (g *group) memberStats() []consumer.Stats {
 	return out
 }
 
-// assigned reports whether p has been assigned partitions at least once, as
-// far as the stats it last wrote tell (at most 500 ms old).
-func (g *group) assigned(p *proc) bool {
+// owns reports whether p owns partitions, as far as the stats it last wrote
+// tell (at most 500 ms old): it is a member of the group's current
+// generation, not one waiting for its first join's answer (a member that
+// lost its partitions owns none until it joins again, as a new member).
+func (g *group) owns(p *proc) bool {
 	data, err := os.ReadFile(p.stats)
 	if err != nil {
 		return false
 	}
 	var st consumer.Stats
-	return json.Unmarshal(data, &st) == nil && st.Rebalances > 0
+	return json.Unmarshal(data, &st) == nil && st.OwnedPartitions > 0
 }
 
 // tail returns the last n lines of a file.
