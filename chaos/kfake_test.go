@@ -143,6 +143,9 @@ func TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin(t *testing.T) {
 		gap = max(gap, time.Since(last))
 		last = time.Now()
 	}
+	if gap >= rebalance {
+		t.Skipf("E's joins came up to %s apart, not within the %s deadline: this machine was too slow to tell", gap, rebalance)
+	}
 	state, members := describe(admin)
 	if state != "PreparingRebalance" || !slices.Contains(members, idD) {
 		t.Fatalf("the embedded broker ended the rebalance at its deadline (state %s, members %v, D %s, joins at most %s apart): "+
