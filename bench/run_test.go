@@ -14,14 +14,11 @@ import (
 	"time"
 )
 
-// TestRunWritesTableJSONAndChart runs the whole program on a small topic
-// (broker in a child process, as with no flags) and checks its outputs: a
-// table, results.json with every run of every chosen scenario in rotated
-// order, and chart.svg.
-func TestRunWritesTableJSONAndChart(t *testing.T) {
-	out := t.TempDir()
-	o, err := parseFlags([]string{"-records", "3000", "-partitions", "3", "-runs", "2", "-sync-records", "60",
-		"-scenarios", "franz-raw,franz-sync,kbatch", "-stall", "20s", "-q", "-out", out, "-kfake-brokers", "1"})
+// runSuite runs the suite with args and returns its report and table; a
+// run that errs or fails ends the test.
+func runSuite(t *testing.T, args ...string) (*Report, *bytes.Buffer) {
+	t.Helper()
+	o, err := parseFlags(args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +32,17 @@ func TestRunWritesTableJSONAndChart(t *testing.T) {
 	if rep.Failed {
 		t.Fatalf("run failed:\n%s", table.String())
 	}
+	return rep, &table
+}
+
+// TestRunWritesTableJSONAndChart runs the whole program on a small topic
+// (broker in a child process, as with no flags) and checks its outputs: a
+// table, results.json with every run of every chosen scenario in rotated
+// order, and chart.svg.
+func TestRunWritesTableJSONAndChart(t *testing.T) {
+	out := t.TempDir()
+	_, table := runSuite(t, "-records", "3000", "-partitions", "3", "-runs", "2", "-sync-records", "60",
+		"-scenarios", "franz-raw,franz-sync,kbatch", "-stall", "20s", "-q", "-out", out, "-kfake-brokers", "1")
 	for _, want := range []string{"franz-go poll loop", "kbatch, defaults", "franz-sync read 60 records per run", "targets"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
@@ -78,18 +86,8 @@ func TestRunWritesTableJSONAndChart(t *testing.T) {
 // bound of the kbatch scenarios, in their own processes too, and the report
 // says so.
 func TestBatchRecordsReachesTheKbatchScenarios(t *testing.T) {
-	o, err := parseFlags([]string{"-records", "3000", "-partitions", "3", "-runs", "1",
-		"-scenarios", "franz-raw,kbatch", "-batch-records", "100", "-q", "-out", t.TempDir(), "-kfake-brokers", "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var table bytes.Buffer
-	rep, err := run(ctx, o, &table)
-	if err != nil || rep.Failed {
-		t.Fatalf("run: %v\n%s", err, table.String())
-	}
+	rep, _ := runSuite(t, "-records", "3000", "-partitions", "3", "-runs", "1",
+		"-scenarios", "franz-raw,kbatch", "-batch-records", "100", "-q", "-out", t.TempDir(), "-kfake-brokers", "1")
 	if rep.Params.BatchRecords != 100 {
 		t.Errorf("params say batch records %d, want 100", rep.Params.BatchRecords)
 	}

@@ -153,33 +153,34 @@ func (g *group) liveProcs() []*proc {
 }
 
 // kill SIGKILLs p and waits for it to be gone.
-func (g *group) kill(p *proc) error {
-	p.expected.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGKILL %s: %w", p.name, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("%s still running 30s after SIGKILL", p.name)
-	}
-}
+func (g *group) kill(p *proc) error { return g.signal(p, syscall.SIGKILL, "SIGKILL") }
 
 // quit sends SIGQUIT (the Go runtime prints every goroutine to the log and
-// exits) and waits for p to be gone.
+// exits) and waits for p to be gone; one that outlives it is killed.
 func (g *group) quit(p *proc) error {
+	err := g.signal(p, syscall.SIGQUIT, "SIGQUIT")
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		err = fmt.Errorf("%w; killed", err)
+	}
+	return err
+}
+
+// signal sends sig (named name) to p, whose exit is expected, and waits up
+// to 30 s for it to be gone.
+func (g *group) signal(p *proc, sig syscall.Signal, name string) error {
 	p.expected.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGQUIT %s: %w", p.name, err)
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("%s %s: %w", name, p.name, err)
 	}
 	select {
 	case <-p.done:
 		return nil
 	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s still running 30s after SIGQUIT; killed", p.name)
+		return fmt.Errorf("%s still running 30s after %s", p.name, name)
 	}
 }
 
