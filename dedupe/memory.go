@@ -90,6 +90,24 @@ type memPart struct {
 	// or begun once. offPrefix starts them.
 	offPrefix   string
 	done, begun offsetSpans
+	// offsTop is the highest offset ever given an entry in offs (-1:
+	// none). It is not lowered when the entry goes: it only bounds top.
+	offsTop int64
+}
+
+// top returns an offset at or above the highest one whose fallback key has
+// any state (an entry of its own or a span), -1 if none has: a fallback key
+// above it is new, and a batch of first deliveries is answered without a
+// search. Spans are ordered, so the last one of each holds its highest.
+func (mp *memPart) top() int64 {
+	t := mp.offsTop
+	if n := len(mp.done.s); n > 0 {
+		t = max(t, mp.done.s[n-1].hi)
+	}
+	if n := len(mp.begun.s); n > 0 {
+		t = max(t, mp.begun.s[n-1].hi)
+	}
+	return t
 }
 
 type memEntry struct {
@@ -105,7 +123,7 @@ type memEntry struct {
 func (b *MemoryBackend) part(p Partition) *memPart {
 	mp := b.parts[p]
 	if mp == nil {
-		mp = &memPart{keys: make(map[string]*memEntry), offs: make(map[int64]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0)}
+		mp = &memPart{keys: make(map[string]*memEntry), offs: make(map[int64]*memEntry), offPrefix: OffsetKey(p.Topic, p.Partition, 0), offsTop: -1}
 		mp.offPrefix = mp.offPrefix[:len(mp.offPrefix)-1] // up to the offset
 		b.parts[p] = mp
 	}
@@ -301,8 +319,13 @@ func (m *Memory) lookupKeys(ctx context.Context, p Partition, keys []string, off
 	}
 	now := m.now()
 	m.expireOldest(mp, now)
+	top := mp.top()
 	for i := range keys {
 		r := mp.refAt(keys, offsets, i)
+		if r.isOff && r.off > top { // new: no entry, no span
+			out[i] = Entry{}
+			continue
+		}
 		if me := m.lookup(p, mp, r, now); me != nil {
 			out[i] = copyEntry(me.e)
 		} else if r.isOff {
@@ -380,8 +403,17 @@ func (m *Memory) beginKeys(ctx context.Context, p Partition, keys []string, offs
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
+	top, expires := mp.top(), now.Add(m.maxAge)
 	for i := range keys {
 		r := mp.refAt(keys, offsets, i)
+		if r.isOff && r.off > top {
+			// New (no entry, no span): begun once. A second copy in
+			// this call is no longer above top and finds its span.
+			mp.begun.add(r.off, call, now)
+			top = r.off
+			out[i] = Entry{Attempts: 1, Expires: expires}
+			continue
+		}
 		if r.isOff && mp.entry(r) == nil {
 			// A fallback key without an entry: in a span if it is new,
 			// done, or begun in this very call.
@@ -392,7 +424,7 @@ func (m *Memory) beginKeys(ctx context.Context, p Partition, keys []string, offs
 			j := mp.begun.find(r.off)
 			if j < 0 {
 				mp.begun.add(r.off, call, now)
-				out[i] = Entry{Attempts: 1, Expires: now.Add(m.maxAge)}
+				out[i] = Entry{Attempts: 1, Expires: expires}
 				continue
 			}
 			if mp.begun.s[j].call == call {
@@ -576,6 +608,7 @@ func (m *Memory) write(mp *memPart, me *memEntry, r keyRef, now time.Time) *memE
 				me.key = mp.offPrefix + strconv.FormatInt(r.off, 10)
 			}
 			mp.offs[r.off] = me
+			mp.offsTop = max(mp.offsTop, r.off)
 		} else {
 			mp.keys[r.key] = me
 		}

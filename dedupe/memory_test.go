@@ -369,3 +369,47 @@ func BenchmarkMemoryBatch(b *testing.B) {
 		})
 	}
 }
+
+// A batch of offsets above every one the partition holds state for is
+// answered without a search (first deliveries). An offset with an entry of
+// its own above the spans (a marker written before its first Begin) is not
+// new, and neither is the second copy of an offset in one Begin.
+func TestMemoryOffsetsAboveThePartitionsStateAreNew(t *testing.T) {
+	ctx := context.Background()
+	p := dedupe.Partition{Topic: "orders", Partition: 1}
+	m := dedupe.NewMemory(dedupe.MemoryOptions{})
+	if err := m.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Begin(ctx, p, []string{dedupe.OffsetKey(p.Topic, p.Partition, 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Mark(ctx, p, dedupe.OffsetKey(p.Topic, p.Partition, 100), "charged"); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]dedupe.Entry, 4)
+	keys := make([]string, 4) // "": the fallback key of the offset
+	if err := m.LookupOffsets(ctx, p, keys, []int64{5, 99, 100, 101}, out); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Attempts != 1 || out[1].Attempts != 0 || !out[2].HasMarker("charged") || out[3].Attempts != 0 || out[3].Markers != nil {
+		t.Fatalf("Lookup of 5, 99, 100, 101: %+v; want attempts 1, nothing, the marker, nothing", out)
+	}
+	if err := m.BeginOffsets(ctx, p, keys, []int64{100, 101, 102, 101}, out); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range out {
+		if e.Attempts != 1 || e.Done {
+			t.Errorf("Begin of 100, 101, 102, 101: entry %d is %+v, want attempts 1", i, e)
+		}
+	}
+	if !out[0].HasMarker("charged") {
+		t.Errorf("Begin of 100 lost its marker: %+v", out[0])
+	}
+	if err := m.BeginOffsets(ctx, p, keys[:3], []int64{101, 102, 103}, out[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Attempts != 2 || out[1].Attempts != 2 || out[2].Attempts != 1 {
+		t.Errorf("second Begin of 101, 102 and a first of 103: %+v, want attempts 2, 2, 1", out[:3])
+	}
+}
