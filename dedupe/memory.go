@@ -501,6 +501,11 @@ func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offse
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
+	if mp.doneBegunRun(keys, offsets, call, now) {
+		m.expireOldest(mp, now)
+		m.trim()
+		return nil
+	}
 	for i := range keys {
 		r := mp.refAt(keys, offsets, i)
 		if r.isOff && mp.entry(r) == nil {
@@ -520,6 +525,35 @@ func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offse
 	m.expireOldest(mp, now)
 	m.trim()
 	return nil
+}
+
+// doneBegunRun marks done, at once, a call's keys that are the offsets
+// lo..hi in order, given as "", when they are exactly the last begun span
+// (a batch whose first delivery its Begin counted), none has an entry of
+// its own and no done span reaches lo: the span moves from begun to done,
+// as the per-key way would leave it (one done span written by call at
+// now). It reports whether it did. Called with b.mu held.
+func (mp *memPart) doneBegunRun(keys []string, offsets []int64, call uint64, now time.Time) bool {
+	if offsets == nil || len(offsets) == 0 {
+		return false
+	}
+	lo := offsets[0]
+	for i, k := range keys {
+		if k != "" || offsets[i] != lo+int64(i) {
+			return false
+		}
+	}
+	hi := lo + int64(len(offsets)-1)
+	nb, nd := len(mp.begun.s), len(mp.done.s)
+	if nb == 0 || mp.begun.s[nb-1].lo != lo || mp.begun.s[nb-1].hi != hi ||
+		mp.offsTop >= lo || (nd > 0 && mp.done.s[nd-1].hi >= lo) {
+		return false
+	}
+	mp.begun.s = mp.begun.s[:nb-1]
+	mp.begun.n -= len(offsets)
+	mp.done.s = append(mp.done.s, offsetSpan{lo: lo, hi: hi, call: call, written: now})
+	mp.done.n += len(offsets)
+	return true
 }
 
 // Release gives p up. Its entries stay in the backend for the next owner.

@@ -413,3 +413,63 @@ func TestMemoryOffsetsAboveThePartitionsStateAreNew(t *testing.T) {
 		t.Errorf("second Begin of 101, 102 and a first of 103: %+v, want attempts 2, 2, 1", out[:3])
 	}
 }
+
+// A Done of exactly the offsets a Begin counted as new moves their span from
+// begun to done at once; any other Done goes key by key. Both leave the same
+// state: each key done once, counted once.
+func TestMemoryDoneOfABegunRun(t *testing.T) {
+	ctx := context.Background()
+	p := dedupe.Partition{Topic: "orders", Partition: 2}
+	m := dedupe.NewMemory(dedupe.MemoryOptions{})
+	if err := m.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	run := func(lo, n int64) ([]string, []int64) {
+		offs := make([]int64, n)
+		for i := range offs {
+			offs[i] = lo + int64(i)
+		}
+		return make([]string, n), offs
+	}
+	keys, offs := run(1000, 1000)
+	out := make([]dedupe.Entry, len(keys))
+	if err := m.BeginOffsets(ctx, p, keys, offs, out); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoneOffsets(ctx, p, keys, offs); err != nil {
+		t.Fatal(err)
+	}
+	if k := m.Stats().Keys; k != 1000 {
+		t.Errorf("after a Begin and a Done of 1000 offsets: %d keys held, want 1000", k)
+	}
+	// A Done of part of a begun run, then of the rest.
+	keys, offs = run(2000, 10)
+	if err := m.BeginOffsets(ctx, p, keys, offs, out[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoneOffsets(ctx, p, keys[:5], offs[:5]); err != nil {
+		t.Fatal(err)
+	}
+	if k := m.Stats().Keys; k != 1010 {
+		t.Errorf("after a Done of half a begun run: %d keys held, want 1010", k)
+	}
+	lk, lo := []string{"", "", "", "", ""}, []int64{999, 1000, 1999, 2004, 2005}
+	if err := m.LookupOffsets(ctx, p, lk, lo, out[:5]); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Done || out[0].Attempts != 0 || !out[1].Done || !out[2].Done || !out[3].Done || out[4].Done || out[4].Attempts != 1 {
+		t.Errorf("Lookup of 999, 1000, 1999, 2004, 2005: %+v; want nothing, done, done, done, attempts 1", out[:5])
+	}
+	if err := m.BeginOffsets(ctx, p, lk, lo, out[:5]); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Attempts != 1 || !out[1].Done || !out[2].Done || !out[3].Done || out[4].Attempts != 2 {
+		t.Errorf("Begin of 999, 1000, 1999, 2004, 2005: %+v; want attempts 1, done, done, done, attempts 2", out[:5])
+	}
+	if err := m.DoneOffsets(ctx, p, keys[5:], offs[5:]); err != nil {
+		t.Fatal(err)
+	}
+	if k := m.Stats().Keys; k != 1011 {
+		t.Errorf("after every key done and 999 begun: %d keys held, want 1011", k)
+	}
+}
