@@ -534,7 +534,7 @@ func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offse
 // as the per-key way would leave it (one done span written by call at
 // now). It reports whether it did. Called with b.mu held.
 func (mp *memPart) doneBegunRun(keys []string, offsets []int64, call uint64, now time.Time) bool {
-	if offsets == nil || len(offsets) == 0 {
+	if len(offsets) == 0 {
 		return false
 	}
 	lo := offsets[0]
