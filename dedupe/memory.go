@@ -537,17 +537,19 @@ func (mp *memPart) doneBegunRun(keys []string, offsets []int64, call uint64, now
 	if len(offsets) == 0 {
 		return false
 	}
+	// The spans first: a call that is not the last begun run (a Done after
+	// a FailedAt, keys of their own) goes key by key without a pass here.
 	lo := offsets[0]
-	for i, k := range keys {
-		if k != "" || offsets[i] != lo+int64(i) {
-			return false
-		}
-	}
 	hi := lo + int64(len(offsets)-1)
 	nb, nd := len(mp.begun.s), len(mp.done.s)
 	if nb == 0 || mp.begun.s[nb-1].lo != lo || mp.begun.s[nb-1].hi != hi ||
 		mp.offsTop >= lo || (nd > 0 && mp.done.s[nd-1].hi >= lo) {
 		return false
+	}
+	for i, k := range keys {
+		if k != "" || offsets[i] != lo+int64(i) {
+			return false
+		}
 	}
 	mp.begun.s = mp.begun.s[:nb-1]
 	mp.begun.n -= len(offsets)

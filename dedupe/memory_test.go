@@ -370,6 +370,16 @@ func BenchmarkMemoryBatch(b *testing.B) {
 	}
 }
 
+// assignedMemory is a memory store of its own backend that owns p.
+func assignedMemory(t *testing.T, p dedupe.Partition) *dedupe.Memory {
+	t.Helper()
+	m := dedupe.NewMemory(dedupe.MemoryOptions{})
+	if err := m.Assign(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // A batch of offsets above every one the partition holds state for is
 // answered without a search (first deliveries). An offset with an entry of
 // its own above the spans (a marker written before its first Begin) is not
@@ -377,10 +387,7 @@ func BenchmarkMemoryBatch(b *testing.B) {
 func TestMemoryOffsetsAboveThePartitionsStateAreNew(t *testing.T) {
 	ctx := context.Background()
 	p := dedupe.Partition{Topic: "orders", Partition: 1}
-	m := dedupe.NewMemory(dedupe.MemoryOptions{})
-	if err := m.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	m := assignedMemory(t, p)
 	if _, err := m.Begin(ctx, p, []string{dedupe.OffsetKey(p.Topic, p.Partition, 5)}); err != nil {
 		t.Fatal(err)
 	}
@@ -420,10 +427,7 @@ func TestMemoryOffsetsAboveThePartitionsStateAreNew(t *testing.T) {
 func TestMemoryDoneOfABegunRun(t *testing.T) {
 	ctx := context.Background()
 	p := dedupe.Partition{Topic: "orders", Partition: 2}
-	m := dedupe.NewMemory(dedupe.MemoryOptions{})
-	if err := m.Assign(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	m := assignedMemory(t, p)
 	run := func(lo, n int64) ([]string, []int64) {
 		offs := make([]int64, n)
 		for i := range offs {
