@@ -44,7 +44,9 @@
 // KAFKA_BROKERS and KBATCH_CHAOS_BROKER_RESTART=1, as scripts/ci-real-broker.sh
 // sets them.
 //
-// On kfake, classic members are killed only while they own partitions:
+// On kfake, classic members are killed, and stopped gracefully, only while
+// they own partitions (a graceful stop in the first join closes without
+// having left: kfake answers no LeaveGroup while the join waits):
 // kfake may keep a member that dies while its first JoinGroup as a new member
 // (its very first, or the one after it lost its partitions) waits in the join
 // barrier for ever (when it gives up on the answer to the dead connection, it
@@ -52,7 +54,7 @@
 // join, so the group then answers no join again.
 // TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin pins down the
 // second half (and fails once kfake changes it). The real broker's runs kill
-// members at any point of their life. When a variant stalls anyway, the
+// and stop members at any point of their life. When a variant stalls anyway, the
 // driver writes its goroutines (the embedded broker's included) to
 // driver.goroutines and makes every live member print its goroutines to its
 // log (SIGQUIT), kept with KBATCH_CHAOS_KEEP_FAILED.
