@@ -576,6 +576,42 @@ func BenchmarkKafkaFallbackBatch(b *testing.B) {
 	benchKafkaBatches(b, true)
 }
 
+// BenchmarkKafkaOffsetsBatch is BenchmarkKafkaFallbackBatch through the
+// OffsetStore calls the consumer makes for such records: keys given as ""
+// and their offsets, no key string built.
+func BenchmarkKafkaOffsetsBatch(b *testing.B) {
+	const batch = 500
+	brokers := kafkatest.Brokers(b)
+	input := kafkatest.NewTopic(b, 1)
+	group := kafkatest.NewGroup(b)
+	deleteAtEnd(b, brokers, group+"."+input+".kbatch-dedupe")
+	s := openStore(b, brokers, Options{Group: group})
+	ctx := testContext(b)
+	p := dedupe.Partition{Topic: input, Partition: 0}
+	if err := s.Assign(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	keys, offs, out := make([]string, batch), make([]int64, batch), make([]dedupe.Entry, batch)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range offs {
+			offs[j] = int64(n*batch + j)
+		}
+		n++
+		if err := s.LookupOffsets(ctx, p, keys, offs, out); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.BeginOffsets(ctx, p, keys, offs, out); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.DoneOffsets(ctx, p, keys, offs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
+}
+
 func benchKafkaBatches(b *testing.B, fallback bool) {
 	const batch = 500
 	brokers := kafkatest.Brokers(b)

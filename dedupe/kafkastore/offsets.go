@@ -176,6 +176,11 @@ func (s *Store) firstDelivery(ps *partition, keys []string, offsets []int64) boo
 	if ps.retry != nil || len(keys) == 0 {
 		return false
 	}
+	if lo, ok := ownAscending(keys, offsets); ok && ps.unknownFrom(lo) {
+		// Above everything the partition holds: new, without a look
+		// at each key.
+		return true
+	}
 	prev := int64(-1)
 	for i, k := range keys {
 		o := offsets[i]

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/internal/kafkatest"
@@ -249,4 +250,75 @@ func TestLookupOffsetsAboveEverythingHeld(t *testing.T) {
 	}
 	check("20, begun below 30..31", lookup(20, 21), once, none)
 	check("above 31", lookup(32, 33), none, none)
+}
+
+// TestDoneOffsetsWritesOneRunsRecordOnlyWhereItMay guards Done's short way
+// for a batch of fallback keys above every key done: it must still delete
+// the record of a key that has an entry of its own (a marker), and a key
+// done already keeps its expiry when a later Done repeats it.
+func TestDoneOffsetsWritesOneRunsRecordOnlyWhereItMay(t *testing.T) {
+	c := roundsCluster(t)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: "orders", Partition: 0}
+	var mu sync.Mutex
+	clock := time.Unix(1_800_000_000, 0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	s := assignedStore(t, ctx, c, p, Options{Group: "billing", Retention: time.Hour, Now: now})
+	okey := func(o int64) string { return dedupe.OffsetKey(p.Topic, p.Partition, o) }
+	offs := func(lo, hi int64) []int64 {
+		var o []int64
+		for ; lo <= hi; lo++ {
+			o = append(o, lo)
+		}
+		return o
+	}
+	first := offs(0, 9)
+	if err := s.BeginOffsets(ctx, p, make([]string, len(first)), first, make([]dedupe.Entry, len(first))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Mark(ctx, p, okey(3), "charged"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DoneOffsets(ctx, p, make([]string, len(first)), first); err != nil {
+		t.Fatal(err)
+	}
+	ps := s.parts[p]
+	ps.mu.Lock()
+	_, held := ps.m[okey(3)]
+	ps.mu.Unlock()
+	if held {
+		t.Error("offset 3's own entry (its marker) is still held after it was done")
+	}
+	es, err := s.Lookup(ctx, p, []string{okey(3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es[0].Done || es[0].Markers != nil {
+		t.Errorf("offset 3 after done: %+v, want done without markers", es[0])
+	}
+
+	// An hour later 5..12 are done: 10..12 are new, 5..9 keep the expiry
+	// they were done with.
+	mu.Lock()
+	clock = clock.Add(30 * time.Minute)
+	mu.Unlock()
+	again := offs(5, 12)
+	if err := s.DoneOffsets(ctx, p, make([]string, len(again)), again); err != nil {
+		t.Fatal(err)
+	}
+	es, err = s.Lookup(ctx, p, []string{okey(5), okey(12)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Unix(1_800_000_000, 0).Add(time.Hour); !es[0].Done || !es[0].Expires.Equal(want) {
+		t.Errorf("offset 5 done again: %+v, want done until %v", es[0], want)
+	}
+	if want := now().Add(time.Hour); !es[1].Done || !es[1].Expires.Equal(want) {
+		t.Errorf("offset 12 done: %+v, want done until %v", es[1], want)
+	}
+	// A write waits for the Done rounds before it: then a load sees them.
+	if err := s.BeginOffsets(ctx, p, []string{""}, []int64{20}, make([]dedupe.Entry, 1)); err != nil {
+		t.Fatal(err)
+	}
+	wantDoneAfterLoad(t, ctx, c, p, []string{okey(3), okey(5), okey(12)})
 }

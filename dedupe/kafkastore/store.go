@@ -795,6 +795,12 @@ func (s *Store) done(ctx context.Context, ps *partition, keys []string, offsets 
 	ps.retry = nil
 	now := s.opts.Now().UnixNano()
 	expires := now + int64(s.opts.Retention)
+	if runs := ps.newRuns(keys, offsets); runs != nil {
+		// The common call: a batch of first deliveries done, above
+		// every key of the partition done, none with an entry of its
+		// own. Its runs record is all there is to write.
+		return s.doneRecords(ctx, ps, []*kgo.Record{ps.setRecord(donePrefix, appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs))}, now)
+	}
 	var hs []keyHash
 	var extra []*kgo.Record
 	var seen map[keyHash]struct{}
@@ -864,6 +870,40 @@ func (s *Store) done(ctx context.Context, ps *partition, keys []string, offsets 
 	if len(runs) > 0 {
 		extra = append(extra, ps.setRecord(donePrefix, appendRuns(make([]byte, 0, 40+len(runs)*4), ps.epoch, expires, ps.offFNV, runs)))
 	}
+	return s.doneRecords(ctx, ps, extra, now)
+}
+
+// newRuns returns the runs of offsets of a Done call whose keys are all the
+// partition's fallback keys, in increasing offset order, above every such
+// key done, when the partition holds no entry of its own (m); else nil, and
+// done takes the call key by key.
+func (ps *partition) newRuns(keys []string, offsets []int64) []offRun {
+	if len(ps.m) > 0 || offsets == nil {
+		return nil
+	}
+	lo, ok := ownAscending(keys, offsets)
+	if !ok {
+		return nil
+	}
+	if top, held := ps.runs.last(); held && lo <= top {
+		return nil
+	}
+	runs := make([]offRun, 0, 1)
+	for _, o := range offsets {
+		if n := len(runs); n > 0 && runs[n-1].hi+1 == uint64(o) {
+			runs[n-1].hi = uint64(o)
+		} else {
+			runs = append(runs, offRun{lo: uint64(o), hi: uint64(o)})
+		}
+	}
+	return runs
+}
+
+// doneRecords writes the records of a Done call: folded at once and
+// produced as a round acknowledged before the next write's records, or
+// written and waited for when an earlier round failed or too many are in
+// flight.
+func (s *Store) doneRecords(ctx context.Context, ps *partition, extra []*kgo.Record, now int64) error {
 	if len(extra) == 0 {
 		return nil
 	}
