@@ -57,26 +57,32 @@ type gateBufs struct {
 // callKeys.
 func (g *gate) callKeys(w *worker, st []recState, idx []int, skip func(*recState) bool) ([]string, []int64) {
 	b := &w.gateBuf
-	b.keys, b.offs = b.keys[:0], b.offs[:0]
-	add := func(s *recState) {
-		if skip != nil && skip(s) {
-			return
-		}
-		b.keys = append(b.keys, s.key) // "" when byOffset, which only an OffsetStore gets
-		if g.offs != nil {
-			b.offs = append(b.offs, s.off)
-		}
-	}
+	n := len(idx)
 	if idx == nil {
-		for i := range st {
-			add(&st[i])
+		n = len(st)
+	}
+	keys, offs := b.keys[:0], b.offs[:0]
+	if cap(keys) < n {
+		keys = make([]string, 0, n)
+	}
+	if g.offs != nil && cap(offs) < n {
+		offs = make([]int64, 0, n)
+	}
+	for j := range n {
+		s := &st[j]
+		if idx != nil {
+			s = &st[idx[j]]
 		}
-	} else {
-		for _, i := range idx {
-			add(&st[i])
+		if skip != nil && skip(s) {
+			continue
+		}
+		keys = append(keys, s.key) // "" when byOffset, which only an OffsetStore gets
+		if g.offs != nil {
+			offs = append(offs, s.off)
 		}
 	}
-	return b.keys, b.offs
+	b.keys, b.offs = keys, offs
+	return keys, offs
 }
 
 // entriesFor returns the worker's reused slice of n entries, zeroed.
