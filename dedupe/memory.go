@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -218,6 +219,7 @@ type Memory struct {
 	evicted   int64
 	expired   int64
 	trimBuf   []*memPart // reused by trim
+	trimHeap  oldestHeap // reused by trim
 }
 
 // MemoryStats are a Memory store's counters.
@@ -673,7 +675,9 @@ func (m *Memory) expireOldest(mp *memPart, now time.Time) {
 
 // trim forgets the least recently written keys of the partitions m owns
 // until they hold at most MaxKeys entries (a span of fallback keys is one
-// entry). Called with b.mu held.
+// entry). The partitions are kept in a heap by their oldest write, so that
+// each key forgotten costs a log of the partition count, not a pass over
+// every partition. Called with b.mu held.
 func (m *Memory) trim() {
 	total := 0
 	parts := m.trimBuf[:0] // the partitions m still owns, looked up once
@@ -684,16 +688,51 @@ func (m *Memory) trim() {
 		}
 	}
 	m.trimBuf = parts[:0]
-	for ; total > m.maxKeys; total-- {
-		var victim *memPart
-		var vt time.Time
-		for _, mp := range parts {
-			if t, ok := mp.oldestWrite(); ok && (victim == nil || t.Before(vt)) {
-				victim, vt = mp, t
-			}
-		}
-		m.evicted += int64(victim.forgetOldest())
+	if total <= m.maxKeys {
+		return
 	}
+	h := &m.trimHeap // m's own, so that the heap's calls allocate nothing
+	*h = (*h)[:0]
+	for _, mp := range parts {
+		if t, ok := mp.oldestWrite(); ok {
+			*h = append(*h, partOldest{mp, t})
+		}
+	}
+	heap.Init(h)
+	for ; total > m.maxKeys && h.Len() > 0; total-- {
+		mp := (*h)[0].mp
+		m.evicted += int64(mp.forgetOldest())
+		if t, ok := mp.oldestWrite(); ok {
+			(*h)[0].t = t
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	clear((*h)[:cap(*h)]) // keeps no partition alive
+	*h = (*h)[:0]
+}
+
+// partOldest is a partition and the time of its least recently written
+// entry or span, in trim's heap.
+type partOldest struct {
+	mp *memPart
+	t  time.Time
+}
+
+// oldestHeap orders partitions by their least recently written entry
+// (container/heap).
+type oldestHeap []partOldest
+
+func (h oldestHeap) Len() int           { return len(h) }
+func (h oldestHeap) Less(i, j int) bool { return h[i].t.Before(h[j].t) }
+func (h oldestHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *oldestHeap) Push(x any)        { *h = append(*h, x.(partOldest)) }
+func (h *oldestHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // entries is how many entries mp holds against MaxKeys.

@@ -80,6 +80,53 @@ func TestMemoryMaxKeys(t *testing.T) {
 	}
 }
 
+// TestMemoryMaxKeysAcrossManyPartitions guards the order of eviction when
+// one call goes over the bound by several keys held by several partitions:
+// the least recently written go first, whichever partition holds them,
+// though the partition of the oldest holds more keys after them.
+func TestMemoryMaxKeysAcrossManyPartitions(t *testing.T) {
+	ctx := context.Background()
+	clock := dedupetest.NewClock(time.Time{})
+	m := dedupe.NewMemory(dedupe.MemoryOptions{MaxKeys: 6, Now: clock.Now})
+	part := func(i int32) dedupe.Partition { return dedupe.Partition{Topic: "t", Partition: i} }
+	for i := range int32(5) {
+		if err := m.Assign(ctx, part(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin := func(p int32, keys ...string) {
+		t.Helper()
+		clock.Advance(time.Second)
+		if _, err := m.Begin(ctx, part(p), keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin(3, "a") // oldest
+	begin(4, "b")
+	begin(3, "c")
+	begin(1, "d")
+	begin(3, "e")
+	begin(2, "f")
+	begin(2, "g", "h", "i") // three over the bound: a, b and c go
+	if s := m.Stats(); s.Keys != 6 || s.Evicted != 3 {
+		t.Fatalf("stats %+v, want 6 keys and 3 evictions", s)
+	}
+	where := map[string]int32{"a": 3, "b": 4, "c": 3, "d": 1, "e": 3, "f": 2, "g": 2, "h": 2, "i": 2}
+	for key, p := range where {
+		es, err := m.Lookup(ctx, part(p), []string{key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if key <= "c" {
+			want = 0
+		}
+		if es[0].Attempts != want {
+			t.Errorf("key %s: attempts %d, want %d", key, es[0].Attempts, want)
+		}
+	}
+}
+
 // TestMemoryExpiresIsLastWritePlusMaxAge guards Entry.Expires: the consumer
 // and operators read it to know how long a done key still protects
 // against replays.
@@ -131,14 +178,22 @@ func TestMemoryPrivateBackend(t *testing.T) {
 
 // BenchmarkMemoryBeginDone measures the dedupe gate's cost per batch of 500
 // keys on the memory store: one Begin and one Done, with fresh keys each
-// batch (the store runs at its MaxKeys bound, so evictions are included).
+// batch (the store runs at its MaxKeys bound, so evictions are included),
+// the batches going round the partitions assigned to the store.
 func BenchmarkMemoryBeginDone(b *testing.B) {
+	for _, parts := range []int{1, 8, 1024} {
+		b.Run("partitions="+strconv.Itoa(parts), func(b *testing.B) { benchMemoryBeginDone(b, parts) })
+	}
+}
+
+func benchMemoryBeginDone(b *testing.B, parts int) {
 	const batch = 500
 	ctx := context.Background()
 	m := dedupe.NewMemory(dedupe.MemoryOptions{})
-	p := dedupe.Partition{Topic: "t", Partition: 0}
-	if err := m.Assign(ctx, p); err != nil {
-		b.Fatal(err)
+	for i := range parts {
+		if err := m.Assign(ctx, dedupe.Partition{Topic: "t", Partition: int32(i)}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// Precomputed batches, more keys than MaxKeys, so that a batch used
 	// again was evicted in between and counts as new.
@@ -154,6 +209,7 @@ func BenchmarkMemoryBeginDone(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		keys := batches[i%len(batches)]
+		p := dedupe.Partition{Topic: "t", Partition: int32(i % parts)}
 		i++
 		es, err := m.Begin(ctx, p, keys)
 		if err != nil {
