@@ -219,7 +219,15 @@ type Memory struct {
 	evicted   int64
 	expired   int64
 	trimBuf   []*memPart // reused by trim
-	trimHeap  oldestHeap // reused by trim
+	// held is how many entries the partitions m owns hold, against
+	// MaxKeys: exact when trim counts them, then moved by each call of m
+	// by as much as the call changed its partition. Nothing else raises
+	// the truth above it (an expiry in a Lookup, a partition fenced by
+	// another store or released only lower it), but an Assign, which adds
+	// a partition, sets recount.
+	held     int
+	recount  bool
+	trimHeap oldestHeap // reused by trim
 }
 
 // MemoryStats are a Memory store's counters.
@@ -286,7 +294,8 @@ func (m *Memory) Assign(ctx context.Context, p Partition) error {
 		me = next
 	}
 	m.expireOldest(mp, now)
-	m.trim()
+	m.recount = true // a partition joins: count them all again
+	m.trim(0)
 	return nil
 }
 
@@ -402,6 +411,7 @@ func (m *Memory) beginKeys(ctx context.Context, p Partition, keys []string, offs
 	if err != nil {
 		return err
 	}
+	before := mp.entries()
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
@@ -445,7 +455,7 @@ func (m *Memory) beginKeys(ctx context.Context, p Partition, keys []string, offs
 		out[i] = copyEntry(me.e)
 	}
 	m.expireOldest(mp, now)
-	m.trim()
+	m.trim(mp.entries() - before)
 	return nil
 }
 
@@ -463,6 +473,7 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 	if err != nil {
 		return err
 	}
+	before := mp.entries()
 	now := m.now()
 	r := mp.ref(key)
 	me := m.entryFor(p, mp, r, now)
@@ -472,7 +483,7 @@ func (m *Memory) Mark(ctx context.Context, p Partition, key, marker string) erro
 	me = m.write(mp, me, r, now)
 	me.e.Markers = append(me.e.Markers, marker)
 	m.expireOldest(mp, now)
-	m.trim()
+	m.trim(mp.entries() - before)
 	return nil
 }
 
@@ -500,12 +511,13 @@ func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offse
 	if err != nil {
 		return err
 	}
+	before := mp.entries()
 	now := m.now()
 	m.b.calls++
 	call := m.b.calls
 	if mp.doneBegunRun(keys, offsets, call, now) {
 		m.expireOldest(mp, now)
-		m.trim()
+		m.trim(mp.entries() - before)
 		return nil
 	}
 	for i := range keys {
@@ -525,7 +537,7 @@ func (m *Memory) doneKeys(ctx context.Context, p Partition, keys []string, offse
 		me.e.Done = true
 	}
 	m.expireOldest(mp, now)
-	m.trim()
+	m.trim(mp.entries() - before)
 	return nil
 }
 
@@ -675,10 +687,17 @@ func (m *Memory) expireOldest(mp *memPart, now time.Time) {
 
 // trim forgets the least recently written keys of the partitions m owns
 // until they hold at most MaxKeys entries (a span of fallback keys is one
-// entry). The partitions are kept in a heap by their oldest write, so that
-// each key forgotten costs a log of the partition count, not a pass over
-// every partition. Called with b.mu held.
-func (m *Memory) trim() {
+// entry), after a call of m changed its partition's entries by delta. The
+// partitions are counted only when held says they may be over the bound,
+// and kept in a heap by their oldest write while keys are forgotten, so
+// that a call costs neither a pass over every partition nor, for each key
+// forgotten, another. Called with b.mu held.
+func (m *Memory) trim(delta int) {
+	m.held += delta
+	if m.held <= m.maxKeys && !m.recount {
+		return
+	}
+	m.recount = false
 	total := 0
 	parts := m.trimBuf[:0] // the partitions m still owns, looked up once
 	for p, epoch := range m.owned {
@@ -688,6 +707,7 @@ func (m *Memory) trim() {
 		}
 	}
 	m.trimBuf = parts[:0]
+	m.held = total
 	if total <= m.maxKeys {
 		return
 	}
@@ -711,6 +731,7 @@ func (m *Memory) trim() {
 	}
 	clear((*h)[:cap(*h)]) // keeps no partition alive
 	*h = (*h)[:0]
+	m.held = total
 }
 
 // partOldest is a partition and the time of its least recently written

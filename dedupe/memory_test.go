@@ -127,6 +127,52 @@ func TestMemoryMaxKeysAcrossManyPartitions(t *testing.T) {
 	}
 }
 
+// TestMemoryAssignBoundsThePartitionsItAdds guards the count of keys
+// against MaxKeys, which calls move by their own changes: a partition
+// assigned with keys of an earlier owner's must be counted at once, and
+// the bound kept from the Assign on.
+func TestMemoryAssignBoundsThePartitionsItAdds(t *testing.T) {
+	ctx := context.Background()
+	clock := dedupetest.NewClock(time.Time{})
+	backend := dedupe.NewMemoryBackend()
+	p0 := dedupe.Partition{Topic: "t", Partition: 0}
+	p1 := dedupe.Partition{Topic: "t", Partition: 1}
+	earlier := dedupe.NewMemory(dedupe.MemoryOptions{Backend: backend, Now: clock.Now})
+	if err := earlier.Assign(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		clock.Advance(time.Second)
+		if _, err := earlier.Begin(ctx, p1, []string{k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	earlier.Release(p1)
+
+	m := dedupe.NewMemory(dedupe.MemoryOptions{Backend: backend, Now: clock.Now, MaxKeys: 3})
+	if err := m.Assign(ctx, p0); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if _, err := m.Begin(ctx, p0, []string{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Assign(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Keys != 3 || s.Evicted != 3 {
+		t.Fatalf("stats after assigning a partition of 5 keys beside one of 1: %+v, want 3 keys and 3 evictions", s)
+	}
+	// a, b and c were the least recently written: d, e and x are kept.
+	es, err := m.Lookup(ctx, p1, []string{"c", "d", "e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es[0].Attempts != 0 || es[1].Attempts != 1 || es[2].Attempts != 1 {
+		t.Errorf("attempts c=%d d=%d e=%d after the Assign, want c=0 (forgotten) d=1 e=1", es[0].Attempts, es[1].Attempts, es[2].Attempts)
+	}
+}
+
 // TestMemoryExpiresIsLastWritePlusMaxAge guards Entry.Expires: the consumer
 // and operators read it to know how long a done key still protects
 // against replays.
