@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -169,53 +168,136 @@ func (s *Store) checkChangelog(ctx context.Context, c changelog, input string, h
 // from (-1: the partition's start) through offset through, which must hold
 // a record: reading stops when it is reached. Records past it are not
 // folded. Called with ps.mu held.
+//
+// It fetches from the partition's leader through the store's own client,
+// one partition per request. A client made for each read fetched the
+// metadata of every partition of the changelog first: a member assigned
+// 1024 partitions made 1024 clients and read the metadata of 1024
+// partitions 1024 times, gigabytes of allocations for one rebalance.
 func (s *Store) read(ctx context.Context, ps *partition, from, through, now int64, claims map[string]int64) error {
-	start := kgo.NewOffset().AtStart()
-	if from >= 0 {
-		start = kgo.NewOffset().At(from)
-	}
-	opts := append(slices.Clone(s.opts.ClientOpts),
-		kgo.SeedBrokers(s.opts.Brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{ps.changelog: {ps.p.Partition: start}}),
-		// Set explicitly: v1.22's default rewinds one minute.
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
+	offset := max(from, 0)
+	leader, id := int32(-1), [16]byte{}
+	for tries := 0; ; {
+		if leader < 0 {
+			var err error
+			if leader, id, err = s.leaderOf(ctx, ps.changelog, ps.p.Partition); err != nil {
+				return err
+			}
+		}
+		rp, err := s.fetchOne(ctx, leader, ps.changelog, id, ps.p.Partition, offset)
+		if err == nil {
+			err = kerr.ErrorForCode(rp.ErrorCode)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, kerr.OffsetOutOfRange) && rp.LogStartOffset > offset:
+			// Deleted from the log's start, as a reader that resets to
+			// the start reads it: from what is left.
+			offset = rp.LogStartOffset
+			continue
+		case ctx.Err() == nil && (kerr.IsRetriable(err) || errors.Is(err, kerr.UnknownTopicID) || !isKafkaError(err)) && tries < readTries:
+			// A moved leader, a broker restarting, a connection lost:
+			// look up the leader again and fetch again.
+			tries++
+			leader = -1
+			if !sleepCtx(ctx, time.Duration(tries)*100*time.Millisecond) {
+				return ctx.Err()
+			}
+			continue
+		default:
 			return err
 		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) {
-			if ferr == nil {
-				ferr = err
-			}
-		})
-		if ferr != nil {
-			return ferr
+		tries = 0
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			Topic: ps.changelog, Partition: ps.p.Partition, Offset: offset,
+		}, rp, kgo.DefaultDecompressor(), nil)
+		if fp.Err != nil && !errors.Is(fp.Err, kerr.ErrorForCode(rp.ErrorCode)) {
+			return fp.Err
 		}
-		reached := false
-		fs.EachRecord(func(r *kgo.Record) {
-			if reached || r.Partition != ps.p.Partition || r.Offset < from {
-				return
+		for _, r := range fp.Records {
+			if r.Offset < from {
+				continue
 			}
 			if r.Offset > through {
-				reached = true
-				return
+				return nil
 			}
 			s.apply(ps, r, now, claims)
-			reached = r.Offset == through
-		})
-		if reached {
-			return nil
+			if r.Offset == through {
+				return nil
+			}
+		}
+		if next > offset {
+			offset = next
+		}
+		if offset > through {
+			return nil // through was compacted away meanwhile: all before it is folded
 		}
 	}
 }
+
+// readTries bounds the fetches of a read that fail in a row with an error
+// a new leader lookup may cure.
+const readTries = 10
+
+// isKafkaError reports whether err is an error code of the Kafka protocol
+// (rather than a failed connection or request).
+func isKafkaError(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke)
+}
+
+// sleepCtx waits d, or until ctx ends: it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// fetchOne fetches partition of topic (whose topic ID is id) from offset
+// on, from broker leader, and returns the partition's part of the
+// response.
+func (s *Store) fetchOne(ctx context.Context, leader int32, topic string, id [16]byte, partition int32, offset int64) (*kmsg.FetchResponseTopicPartition, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis = 500
+	req.MinBytes = 1
+	req.MaxBytes = readMaxBytes
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, id
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = partition
+	rp.FetchOffset = offset
+	rp.PartitionMaxBytes = readMaxBytes
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, s.cl.Broker(int(leader)))
+	if err != nil {
+		return nil, err
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return nil, err
+	}
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		if t.Topic != topic && t.TopicID != id {
+			continue
+		}
+		for j := range t.Partitions {
+			if t.Partitions[j].Partition == partition {
+				return &t.Partitions[j], nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("fetch response without %s/%d", topic, partition)
+}
+
+// readMaxBytes bounds one fetch of a read. A broker returns a record batch
+// larger than it whole when it is the first one (KIP-74).
+const readMaxBytes = 8 << 20
 
 // apply folds one changelog record into ps by the log-order fencing rule:
 // an owner's epoch is the offset of its claim record, every record carries

@@ -84,5 +84,7 @@
 // later produce rounds, at most a thousand per round.
 //
 // Release drops a partition's map; Close closes the clients. Each Assign
-// and each read-back use a short-lived direct (non-group) client.
+// and each read-back fetch their one changelog partition from its leader
+// through the store's client: no client of their own, which would read the
+// metadata of every partition of the changelog before its first fetch.
 package kafkastore

@@ -3,8 +3,12 @@ package kafkastore
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/internal/kafkatest"
@@ -321,4 +325,51 @@ func TestDoneOffsetsWritesOneRunsRecordOnlyWhereItMay(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDoneAfterLoad(t, ctx, c, p, []string{okey(3), okey(5), okey(12)})
+}
+
+// countClients counts the Kafka clients made with it among their options.
+type countClients struct{ n atomic.Int64 }
+
+func (c *countClients) OnNewClient(*kgo.Client) { c.n.Add(1) }
+
+// TestReadsMakeNoClients guards the reads of Assign and of read-backs: they
+// fetch through the store's own clients. A client made for each read read
+// the metadata of every partition of the changelog before its first fetch,
+// which for a member assigned 1024 partitions was gigabytes of allocations
+// in one rebalance.
+func TestReadsMakeNoClients(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := testContext(t)
+	var count countClients
+	opts := Options{Group: "billing", Producers: 2, ClientOpts: []kgo.Opt{kgo.WithHooks(&count)}}
+	first := openStore(t, c.ListenAddrs(), opts)
+	second := openStore(t, c.ListenAddrs(), opts)
+	made := count.n.Load() // the producers of both
+	for i := range int32(16) {
+		p := dedupe.Partition{Topic: "orders", Partition: i}
+		if err := first.Assign(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.Begin(ctx, p, []string{"k"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Done(ctx, p, []string{"k"}); err != nil {
+			t.Fatal(err)
+		}
+		first.Release(p)
+		if err := second.Assign(ctx, p); err != nil { // reads what first wrote
+			t.Fatal(err)
+		}
+		es, err := second.Lookup(ctx, p, []string{"k"})
+		if err != nil || !es[0].Done {
+			t.Fatalf("%v after a load: %+v, %v; want k done", p, es, err)
+		}
+	}
+	if n := count.n.Load() - made; n != 0 {
+		t.Errorf("32 Assigns made %d clients, want none", n)
+	}
 }

@@ -65,8 +65,8 @@ type Options struct {
 	// at once; above a minute is refused.
 	DoneLinger time.Duration
 	// Security is the connection's TLS and SASL, used by every client the
-	// store makes (its producer and admin client, and the short-lived
-	// readers of Assign and of read-backs). Give it the consumer's
+	// store makes (its producers, which also read the changelog at Assign
+	// and in read-backs, and its admin client). Give it the consumer's
 	// Config.Security. An invalid one is refused by New with an
 	// *OptionsError for "Security". Default: plaintext without
 	// authentication.

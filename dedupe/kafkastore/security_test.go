@@ -15,9 +15,8 @@ import (
 
 // TestEveryClientUsesSecurity guards Options.Security: on a cluster that
 // requires SASL, the store's producer and admin client (creating the
-// changelog, claiming, writing) and the short-lived readers of Assign (a
-// second store loading what the first wrote) must all authenticate, or
-// Assign fails.
+// changelog, claiming, writing) and the fetches of Assign (a second store
+// loading what the first wrote) must all authenticate, or Assign fails.
 func TestEveryClientUsesSecurity(t *testing.T) {
 	const pw = "store-pw"
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"),
@@ -25,7 +24,7 @@ func TestEveryClientUsesSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
+	t.Cleanup(cluster.Close) // after the stores: they close before it
 	opts := Options{Group: "billing", Security: security.Config{SASL: &security.SASL{Mechanism: security.ScramSHA256, User: "store", Password: pw}}}
 	// Without Security a client never authenticates and retries until
 	// its context ends: keep that short.

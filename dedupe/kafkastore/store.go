@@ -397,31 +397,41 @@ func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (i
 // leader returns the leader of a changelog partition, from a Metadata
 // request of its own (see partitionCounts for why not the cached metadata).
 func (s *Store) leader(ctx context.Context, topic string, partition int32) (int32, error) {
+	leader, _, err := s.leaderOf(ctx, topic, partition)
+	return leader, err
+}
+
+// leaderOf returns the leader of a changelog partition and the topic's ID,
+// from a Metadata request of its own.
+func (s *Store) leaderOf(ctx context.Context, topic string, partition int32) (int32, [16]byte, error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(ctx, s.cl)
 	if err != nil {
-		return 0, err
+		return 0, [16]byte{}, err
 	}
 	for _, t := range resp.Topics {
 		if t.Topic == nil || *t.Topic != topic {
 			continue
 		}
 		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			return 0, err
+			return 0, [16]byte{}, err
 		}
 		for _, p := range t.Partitions {
 			if p.Partition == partition {
 				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					return 0, err
+					return 0, [16]byte{}, err
 				}
-				return p.Leader, nil
+				if p.Leader < 0 {
+					return 0, [16]byte{}, kerr.LeaderNotAvailable
+				}
+				return p.Leader, t.TopicID, nil
 			}
 		}
 	}
-	return 0, kerr.UnknownTopicOrPartition
+	return 0, [16]byte{}, kerr.UnknownTopicOrPartition
 }
 
 // maxRepairs bounds the pending rewrites added to one produce round.
@@ -440,8 +450,7 @@ func New(opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	// Security first, so that every client below (and each reader that
-	// read makes from opts.ClientOpts) connects the same way.
+	// Security first, so that every client below connects the same way.
 	sec, err := opts.Security.Options()
 	if err != nil {
 		return nil, &OptionsError{"Security", "is invalid: " + err.Error()}
