@@ -200,6 +200,7 @@ func (s *Store) read(ctx context.Context, ps *partition, from, through, now int6
 			// look up the leader again and fetch again.
 			tries++
 			leader = -1
+			s.forgetLeaders(ps.changelog)
 			if !sleepCtx(ctx, time.Duration(tries)*100*time.Millisecond) {
 				return ctx.Err()
 			}

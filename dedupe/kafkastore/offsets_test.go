@@ -373,3 +373,62 @@ func TestReadsMakeNoClients(t *testing.T) {
 		t.Errorf("32 Assigns made %d clients, want none", n)
 	}
 }
+
+// TestReadsFollowAMovedLeader guards the store's cache of changelog
+// leaders: the end offset lookup of a claim, and a read, whose cached
+// leader no longer leads the partition must look the leader up again and
+// ask the new one.
+func TestReadsFollowAMovedLeader(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(2), kfake.SeedTopics(2, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := testContext(t)
+	p := dedupe.Partition{Topic: "orders", Partition: 1}
+	first := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	second := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	changelog := "billing.orders.kbatch-dedupe"
+	for round, key := range []string{"a", "b", "c"} {
+		if err := first.Assign(ctx, p); err != nil {
+			t.Fatalf("round %d: Assign: %v", round, err)
+		}
+		if _, err := first.Begin(ctx, p, []string{key}); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Done(ctx, p, []string{key}); err != nil {
+			t.Fatal(err)
+		}
+		first.Release(p)
+		// Both stores have the leader cached now (second from the
+		// round before): move it.
+		to := 1 - c.LeaderFor(changelog, p.Partition)
+		if err := c.MoveTopicPartition(changelog, p.Partition, to); err != nil {
+			t.Fatal(err)
+		}
+		if err := second.Assign(ctx, p); err != nil {
+			t.Fatalf("round %d: Assign after the leader moved to %d: %v", round, to, err)
+		}
+		es, err := second.Lookup(ctx, p, []string{key})
+		if err != nil || !es[0].Done {
+			t.Fatalf("round %d: %q after a load from the new leader: %+v, %v; want done", round, key, es, err)
+		}
+		second.Release(p)
+	}
+
+	// A read-back, with the end offset known: the read alone must find
+	// the new leader.
+	if err := first.Assign(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	to := 1 - c.LeaderFor(changelog, p.Partition)
+	if err := c.MoveTopicPartition(changelog, p.Partition, to); err != nil {
+		t.Fatal(err)
+	}
+	ps := first.parts[p]
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := first.read(ctx, ps, 0, ps.next-1, time.Now().UnixNano(), nil); err != nil {
+		t.Fatalf("a read after the leader moved to %d: %v", to, err)
+	}
+}

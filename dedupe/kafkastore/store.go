@@ -39,6 +39,9 @@ type Store struct {
 	topicMu sync.Mutex           // held while a changelog topic is looked up or created
 	topics  map[string]changelog // input topic -> its changelog; guarded by topicMu
 
+	leadersMu sync.Mutex          // guards the map, not the caches in it (each has its mu)
+	leaders   map[string]*leaders // changelog -> its partitions' leaders
+
 	// Lock order: mu is never held while a partition's mu is taken.
 	mu     sync.Mutex
 	closed bool
@@ -383,6 +386,7 @@ func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (i
 		if attempt == 10 || !kerr.IsRetriable(err) && !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return 0, err
 		}
+		s.forgetLeaders(topic)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -394,16 +398,28 @@ func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (i
 	}
 }
 
-// leader returns the leader of a changelog partition, from a Metadata
-// request of its own (see partitionCounts for why not the cached metadata).
+// leader returns the leader of a changelog partition (see leaderOf; not
+// kgo's cached metadata, for the reason partitionCounts gives).
 func (s *Store) leader(ctx context.Context, topic string, partition int32) (int32, error) {
 	leader, _, err := s.leaderOf(ctx, topic, partition)
 	return leader, err
 }
 
 // leaderOf returns the leader of a changelog partition and the topic's ID,
-// from a Metadata request of its own.
+// from the store's cache of the changelog's leaders, filled by a Metadata
+// request of its own when it holds none for the partition. Reads and end
+// offset lookups that fail at the leader forget the changelog's leaders
+// (forgetLeaders) before they try again. One lookup serves every partition
+// of the changelog: a member assigned 1024 partitions asked for the
+// metadata of all 1024 twice for each, gigabytes of allocations in a
+// rebalance.
 func (s *Store) leaderOf(ctx context.Context, topic string, partition int32) (int32, [16]byte, error) {
+	c := s.leaderCache(topic)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if int(partition) < len(c.leaders) && c.leaders[partition] >= 0 {
+		return c.leaders[partition], c.id, nil
+	}
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
@@ -419,19 +435,64 @@ func (s *Store) leaderOf(ctx context.Context, topic string, partition int32) (in
 		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
 			return 0, [16]byte{}, err
 		}
+		leaders := make([]int32, len(t.Partitions))
+		for i := range leaders {
+			leaders[i] = -1
+		}
+		var perr error
 		for _, p := range t.Partitions {
-			if p.Partition == partition {
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					return 0, [16]byte{}, err
-				}
-				if p.Leader < 0 {
-					return 0, [16]byte{}, kerr.LeaderNotAvailable
-				}
-				return p.Leader, t.TopicID, nil
+			if p.Partition < 0 || int(p.Partition) >= len(leaders) {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err == nil {
+				leaders[p.Partition] = p.Leader
+			} else if p.Partition == partition {
+				perr = err
 			}
 		}
+		c.leaders, c.id = leaders, t.TopicID
+		switch {
+		case perr != nil:
+			return 0, [16]byte{}, perr
+		case int(partition) >= len(leaders):
+			return 0, [16]byte{}, kerr.UnknownTopicOrPartition
+		case leaders[partition] < 0:
+			return 0, [16]byte{}, kerr.LeaderNotAvailable
+		}
+		return leaders[partition], t.TopicID, nil
 	}
 	return 0, [16]byte{}, kerr.UnknownTopicOrPartition
+}
+
+// leaders is the store's cache of one changelog's partition leaders.
+type leaders struct {
+	mu      sync.Mutex // held across a lookup, so that one request serves the partitions waiting for it
+	leaders []int32    // by partition; -1: none known
+	id      [16]byte   // the topic's ID
+}
+
+// leaderCache returns topic's cache of leaders.
+func (s *Store) leaderCache(topic string) *leaders {
+	s.leadersMu.Lock()
+	defer s.leadersMu.Unlock()
+	c := s.leaders[topic]
+	if c == nil {
+		if s.leaders == nil {
+			s.leaders = make(map[string]*leaders)
+		}
+		c = &leaders{}
+		s.leaders[topic] = c
+	}
+	return c
+}
+
+// forgetLeaders drops topic's cached leaders: the next lookup asks the
+// cluster again.
+func (s *Store) forgetLeaders(topic string) {
+	c := s.leaderCache(topic)
+	c.mu.Lock()
+	c.leaders = nil
+	c.mu.Unlock()
 }
 
 // maxRepairs bounds the pending rewrites added to one produce round.
