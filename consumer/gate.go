@@ -42,8 +42,8 @@ func newGate(cfg *Dedupe, stats *counters) *gate {
 	return g
 }
 
-// gateBufs are a worker's slices for the gate's calls, reused from batch
-// to batch: the worker's goroutine only.
+// gateBufs are the slices of a batch's gate calls (part of the worker's
+// trackBufs): the worker's goroutine only.
 type gateBufs struct {
 	keys    []string
 	offs    []int64
@@ -56,7 +56,7 @@ type gateBufs struct {
 // record whose key is its fallback key. The slices hold until the next
 // callKeys.
 func (g *gate) callKeys(w *worker, st []recState, idx []int, skip func(*recState) bool) ([]string, []int64) {
-	b := &w.gateBuf
+	b := &w.bufs.gate
 	n := len(idx)
 	if idx == nil {
 		n = len(st)
@@ -100,7 +100,7 @@ func (g *gate) lookupCall(w *worker, keys []string, offs []int64) ([]dedupe.Entr
 	if g.offs == nil {
 		return g.cfg.Store.Lookup(w.ctx, w.tp, keys)
 	}
-	out := w.gateBuf.entriesFor(len(keys))
+	out := w.bufs.gate.entriesFor(len(keys))
 	return out, g.offs.LookupOffsets(w.ctx, w.tp, keys, offs, out)
 }
 
@@ -109,7 +109,7 @@ func (g *gate) beginCall(w *worker, keys []string, offs []int64) ([]dedupe.Entry
 	if g.offs == nil {
 		return g.cfg.Store.Begin(w.ctx, w.tp, keys)
 	}
-	out := w.gateBuf.entriesFor(len(keys))
+	out := w.bufs.gate.entriesFor(len(keys))
 	return out, g.offs.BeginOffsets(w.ctx, w.tp, keys, offs, out)
 }
 

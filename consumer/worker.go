@@ -43,14 +43,11 @@ type worker struct {
 	keys         *keyLanes
 	reseq        *resequencer
 	lane         *keyLanes
-	storeRefusal error    // the dedupe store's refusal of the last gate call; the worker's goroutine only
-	gateBuf      gateBufs // reused by the gate's calls; the worker's goroutine only
-	// Reused from batch to batch on the tracked path (a handler keeps no
-	// Batch after it returns); the worker's goroutine only.
-	stBuf   []recState    // the records' states of the batch being delivered
-	recBuf  []*kgo.Record // a delivery's Records
-	statBuf []*recState   // a delivery's states
-	idxBuf  []int         // a delivery's records' indexes in the batch
+	storeRefusal error // the dedupe store's refusal of the last gate call; the worker's goroutine only
+	// bufs are the slices of the batch on the tracked path, taken from
+	// trackPool for the batch (a handler keeps no Batch after it returns);
+	// nil between batches. The worker's goroutine only.
+	bufs *trackBufs
 
 	// abandoned is set by the rebalance bookkeeping when the worker did not
 	// stop within DrainTimeout after its context was cancelled: nobody
