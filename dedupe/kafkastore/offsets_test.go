@@ -1,14 +1,17 @@
 package kafkastore
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/dedupe"
 	"github.com/kbatch/kbatch/internal/kafkatest"
@@ -430,5 +433,59 @@ func TestReadsFollowAMovedLeader(t *testing.T) {
 	defer ps.mu.Unlock()
 	if err := first.read(ctx, ps, 0, ps.next-1, time.Now().UnixNano(), nil); err != nil {
 		t.Fatalf("a read after the leader moved to %d: %v", to, err)
+	}
+}
+
+// TestPrepareWaitsUntilTheChangelogIsServed guards Prepare's wait: a topic
+// just created is in the metadata before its leaders serve it, and Prepare
+// must return only once every partition answers (here the first three
+// ListOffsets requests are refused as a leader not ready yet refuses
+// them), and report an error no retry can cure.
+func TestPrepareWaitsUntilTheChangelogIsServed(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := testContext(t)
+	refuse := func(code int16, times int) *atomic.Int64 {
+		var n atomic.Int64
+		c.ControlKey(int16(kmsg.ListOffsets), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+			if n.Load() == int64(times) {
+				return nil, nil, false
+			}
+			c.KeepControl()
+			n.Add(1)
+			req := kr.(*kmsg.ListOffsetsRequest)
+			resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+			for _, rt := range req.Topics {
+				st := kmsg.NewListOffsetsResponseTopic()
+				st.Topic = rt.Topic
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewListOffsetsResponseTopicPartition()
+					sp.Partition = rp.Partition
+					sp.ErrorCode = code
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		})
+		return &n
+	}
+	n := refuse(kerr.NotLeaderForPartition.Code, 3)
+	s := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := s.Prepare(ctx, "orders"); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if got := n.Load(); got != 3 {
+		t.Fatalf("Prepare returned after %d refused ListOffsets requests, want 3 (it must wait until they are answered)", got)
+	}
+	c.DropControl()
+
+	refuse(kerr.TopicAuthorizationFailed.Code, 1000)
+	other := openStore(t, c.ListenAddrs(), Options{Group: "billing"})
+	if err := other.Prepare(ctx, "orders"); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("Prepare with ListOffsets refused for good: %v, want TOPIC_AUTHORIZATION_FAILED", err)
 	}
 }

@@ -686,16 +686,104 @@ func (s *Store) produceClaim(ctx context.Context, claim *kgo.Record) error {
 
 // Prepare looks up the changelog of the input topic, creating it
 // (compacted, with the input's partition count) if it does not exist, and
-// checks it, as the first Assign of one of input's partitions would. Call
-// it at start-up to fail fast on a missing topic, an ACL or a changelog of
-// the wrong partition count, and to take the topic's creation out of the
+// checks it, as the first Assign of one of input's partitions would, then
+// waits until the leader of each of its partitions serves it. Call it at
+// start-up to fail fast on a missing topic, an ACL or a changelog of the
+// wrong partition count, and to take the topic's creation out of the
 // group's first rebalance. Assign works without it.
 func (s *Store) Prepare(ctx context.Context, input string) error {
 	if s.isClosed() {
 		return dedupe.ErrClosed
 	}
-	_, err := s.changelog(ctx, input)
-	return err
+	c, err := s.changelog(ctx, input)
+	if err != nil {
+		return err
+	}
+	if err := s.ready(ctx, c); err != nil {
+		return fmt.Errorf("kafkastore: waiting for %s to be served: %w", c.name, err)
+	}
+	return nil
+}
+
+// ready waits until the leader of every partition of changelog c answers
+// a ListOffsets request for it, one request per leader and round. A topic
+// just created is in the metadata before its leaders serve it: Kafka 4.3.1
+// answered NOT_LEADER_OR_FOLLOWER for seconds after it created 1024
+// partitions, and each Assign in the meantime waited through retries of
+// its own.
+func (s *Store) ready(ctx context.Context, c changelog) error {
+	left := make([]int32, c.partitions)
+	for i := range left {
+		left[i] = int32(i)
+	}
+	wait := 20 * time.Millisecond
+	for {
+		var next []int32
+		var lastErr error
+		byLeader := make(map[int32][]int32)
+		for _, p := range left {
+			leader, _, err := s.leaderOf(ctx, c.name, p)
+			if err != nil {
+				lastErr = err
+				next = append(next, p)
+				continue
+			}
+			byLeader[leader] = append(byLeader[leader], p)
+		}
+		for leader, ps := range byLeader {
+			req := kmsg.NewPtrListOffsetsRequest()
+			req.ReplicaID = -1
+			rt := kmsg.NewListOffsetsRequestTopic()
+			rt.Topic = c.name
+			for _, p := range ps {
+				rp := kmsg.NewListOffsetsRequestTopicPartition()
+				rp.Partition = p
+				rp.Timestamp = -1 // the end
+				rp.CurrentLeaderEpoch = -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(ctx, s.cl.Broker(int(leader)))
+			if err != nil {
+				lastErr = err
+				next = append(next, ps...)
+				continue
+			}
+			served := make(map[int32]bool, len(ps))
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if t.Topic != c.name {
+						continue
+					}
+					if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+						lastErr = err
+					} else {
+						served[p.Partition] = true
+					}
+				}
+			}
+			for _, p := range ps {
+				if !served[p] {
+					next = append(next, p)
+				}
+			}
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		if lastErr == nil {
+			lastErr = errors.New("partitions missing from the answers")
+		}
+		if isKafkaError(lastErr) && !kerr.IsRetriable(lastErr) {
+			return lastErr
+		}
+		s.forgetLeaders(c.name)
+		if !sleepCtx(ctx, wait) {
+			return fmt.Errorf("%d partitions not served yet (%w): %w", len(next), lastErr, ctx.Err())
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+		left = next
+	}
 }
 
 // Lookup returns the entries of keys from memory, in the order of keys; an
