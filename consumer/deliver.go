@@ -256,8 +256,8 @@ func (w *worker) putBufs() {
 	clear(b.st)
 	clear(b.recs)
 	clear(b.stat)
-	clear(b.gate.keys)
-	clear(b.gate.entries)
+	clear(b.gate.keys[:cap(b.gate.keys)]) // a shorter call after a longer one left strings past its length
+	clear(b.gate.entries[:cap(b.gate.entries)])
 	b.st, b.gate.keys, b.gate.entries = b.st[:0], b.gate.keys[:0], b.gate.entries[:0]
 	trackPool.Put(b)
 }
