@@ -128,12 +128,8 @@ func (s *Store) partitionCount(ctx context.Context, topic string) (int, error) {
 		if attempt == 10 || !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return 0, err
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, backoff) {
 			return 0, ctx.Err()
-		case <-t.C:
 		}
 		backoff = min(2*backoff, time.Second)
 	}

@@ -566,20 +566,31 @@ func TestOldClaimsAndExpiredEntriesAreDeleted(t *testing.T) {
 // round to the changelog (acks=all), against the test broker (kfake unless
 // KAFKA_BROKERS is set).
 func BenchmarkKafkaBeginDone(b *testing.B) {
-	benchKafkaBatches(b, false)
+	benchKafkaBatches(b, batchKeys)
 }
 
 // BenchmarkKafkaFallbackBatch is BenchmarkKafkaBeginDone with the gate's
 // Lookup and the fallback keys of records without an idempotency key, in
 // offset order, as the bench's records have.
 func BenchmarkKafkaFallbackBatch(b *testing.B) {
-	benchKafkaBatches(b, true)
+	benchKafkaBatches(b, batchFallbackKeys)
 }
 
 // BenchmarkKafkaOffsetsBatch is BenchmarkKafkaFallbackBatch through the
 // OffsetStore calls the consumer makes for such records: keys given as ""
 // and their offsets, no key string built.
 func BenchmarkKafkaOffsetsBatch(b *testing.B) {
+	benchKafkaBatches(b, batchOffsets)
+}
+
+// How benchKafkaBatches names a batch's keys.
+const (
+	batchKeys         = iota // keys of their own, Begin and Done
+	batchFallbackKeys        // fallback keys as strings, Lookup, Begin and Done
+	batchOffsets             // fallback keys by offset, through the OffsetStore calls
+)
+
+func benchKafkaBatches(b *testing.B, kind int) {
 	const batch = 500
 	brokers := kafkatest.Brokers(b)
 	input := kafkatest.NewTopic(b, 1)
@@ -595,56 +606,38 @@ func BenchmarkKafkaOffsetsBatch(b *testing.B) {
 	n := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		for j := range offs {
-			offs[j] = int64(n*batch + j)
-		}
-		n++
-		if err := s.LookupOffsets(ctx, p, keys, offs, out); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.BeginOffsets(ctx, p, keys, offs, out); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.DoneOffsets(ctx, p, keys, offs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*batch), "ns/key")
-}
-
-func benchKafkaBatches(b *testing.B, fallback bool) {
-	const batch = 500
-	brokers := kafkatest.Brokers(b)
-	input := kafkatest.NewTopic(b, 1)
-	group := kafkatest.NewGroup(b)
-	deleteAtEnd(b, brokers, group+"."+input+".kbatch-dedupe")
-	s := openStore(b, brokers, Options{Group: group})
-	ctx := testContext(b)
-	p := dedupe.Partition{Topic: input, Partition: 0}
-	if err := s.Assign(ctx, p); err != nil {
-		b.Fatal(err)
-	}
-	keys := make([]string, batch)
-	n := 0
-	b.ReportAllocs()
-	for b.Loop() {
 		for j := range keys {
-			if fallback {
-				keys[j] = dedupe.OffsetKey(p.Topic, p.Partition, int64(n*batch+j))
-			} else {
-				keys[j] = "key-" + strconv.Itoa(n*batch+j)
+			o := int64(n*batch + j)
+			switch kind {
+			case batchKeys:
+				keys[j] = "key-" + strconv.FormatInt(o, 10)
+			case batchFallbackKeys:
+				keys[j] = dedupe.OffsetKey(p.Topic, p.Partition, o)
+			case batchOffsets:
+				offs[j] = o // keys stay ""
 			}
 		}
 		n++
-		if fallback {
-			if _, err := s.Lookup(ctx, p, keys); err != nil {
-				b.Fatal(err)
+		var err error
+		switch kind {
+		case batchKeys:
+			if _, err = s.Begin(ctx, p, keys); err == nil {
+				err = s.Done(ctx, p, keys)
+			}
+		case batchFallbackKeys:
+			if _, err = s.Lookup(ctx, p, keys); err == nil {
+				if _, err = s.Begin(ctx, p, keys); err == nil {
+					err = s.Done(ctx, p, keys)
+				}
+			}
+		case batchOffsets:
+			if err = s.LookupOffsets(ctx, p, keys, offs, out); err == nil {
+				if err = s.BeginOffsets(ctx, p, keys, offs, out); err == nil {
+					err = s.DoneOffsets(ctx, p, keys, offs)
+				}
 			}
 		}
-		if _, err := s.Begin(ctx, p, keys); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.Done(ctx, p, keys); err != nil {
+		if err != nil {
 			b.Fatal(err)
 		}
 	}

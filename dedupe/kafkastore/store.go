@@ -352,24 +352,10 @@ func newPartition(p dedupe.Partition, changelog string) *partition {
 func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (int64, error) {
 	wait := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		req := kmsg.NewPtrListOffsetsRequest()
-		req.ReplicaID = -1
-		rt := kmsg.NewListOffsetsRequestTopic()
-		rt.Topic = topic
-		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Partition = partition
-		rp.Timestamp = -1 // the end
-		rp.CurrentLeaderEpoch = -1
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
 		var resp *kmsg.ListOffsetsResponse
-		leader, err := s.leader(ctx, topic, partition)
+		leader, _, err := s.leaderOf(ctx, topic, partition)
 		if err == nil {
-			var kr kmsg.Response
-			kr, err = s.cl.Broker(int(leader)).Request(ctx, req)
-			if err == nil {
-				resp = kr.(*kmsg.ListOffsetsResponse)
-			}
+			resp, err = endOffsetsRequest(topic, partition).RequestWith(ctx, s.cl.Broker(int(leader)))
 		}
 		if err == nil {
 			err = fmt.Errorf("no end offset for %s/%d in the answer", topic, partition)
@@ -387,27 +373,35 @@ func (s *Store) endOffset(ctx context.Context, topic string, partition int32) (i
 			return 0, err
 		}
 		s.forgetLeaders(topic)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return 0, ctx.Err()
-		case <-t.C:
 		}
 		wait = min(2*wait, time.Second)
 	}
 }
 
-// leader returns the leader of a changelog partition (see leaderOf; not
-// kgo's cached metadata, for the reason partitionCounts gives).
-func (s *Store) leader(ctx context.Context, topic string, partition int32) (int32, error) {
-	leader, _, err := s.leaderOf(ctx, topic, partition)
-	return leader, err
+// endOffsetsRequest is a ListOffsets request for the end offsets of
+// partitions of topic, all led by the broker it is sent to.
+func endOffsetsRequest(topic string, partitions ...int32) *kmsg.ListOffsetsRequest {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	for _, p := range partitions {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = p
+		rp.Timestamp = -1 // the end
+		rp.CurrentLeaderEpoch = -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	return req
 }
 
 // leaderOf returns the leader of a changelog partition and the topic's ID,
 // from the store's cache of the changelog's leaders, filled by a Metadata
-// request of its own when it holds none for the partition. Reads and end
+// request of its own when it holds none for the partition (not kgo's
+// cached metadata, for the reason partitionCounts gives). Reads and end
 // offset lookups that fail at the leader forget the changelog's leaders
 // (forgetLeaders) before they try again. One lookup serves every partition
 // of the changelog: a member assigned 1024 partitions asked for the
@@ -731,19 +725,7 @@ func (s *Store) ready(ctx context.Context, c changelog) error {
 			byLeader[leader] = append(byLeader[leader], p)
 		}
 		for leader, ps := range byLeader {
-			req := kmsg.NewPtrListOffsetsRequest()
-			req.ReplicaID = -1
-			rt := kmsg.NewListOffsetsRequestTopic()
-			rt.Topic = c.name
-			for _, p := range ps {
-				rp := kmsg.NewListOffsetsRequestTopicPartition()
-				rp.Partition = p
-				rp.Timestamp = -1 // the end
-				rp.CurrentLeaderEpoch = -1
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			req.Topics = append(req.Topics, rt)
-			resp, err := req.RequestWith(ctx, s.cl.Broker(int(leader)))
+			resp, err := endOffsetsRequest(c.name, ps...).RequestWith(ctx, s.cl.Broker(int(leader)))
 			if err != nil {
 				lastErr = err
 				next = append(next, ps...)
