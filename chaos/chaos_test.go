@@ -205,9 +205,10 @@ func runChaos(t *testing.T, bin, proto string, dedupe, lanes bool) {
 	since := func() string { return time.Since(t0).Round(100 * time.Millisecond).String() }
 
 	// On the embedded broker, a classic member is killed, or stopped
-	// gracefully, only while it owns partitions: kfake may keep a member
-	// that goes away in its first join (its very first, or the one after
-	// it lost its partitions) for ever, and then stalls the group (see
+	// gracefully, only while it owns partitions and has no JoinGroup in
+	// flight: kfake may keep a member that goes away while its join waits
+	// (its first, the one after it lost its partitions, or a cooperative
+	// rejoin while it keeps them) for ever, and then stalls the group (see
 	// TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin). A
 	// graceful stop there does not help: kfake answers no LeaveGroup while
 	// the join waits, and the member closes after its leave bound without
@@ -215,7 +216,7 @@ func runChaos(t *testing.T, bin, proto string, dedupe, lanes bool) {
 	// a member's life.
 	owningOnly := kind == "kfake" && proto == "classic"
 	if owningOnly {
-		t.Logf("embedded broker: only members that own partitions are killed or stopped (kfake stalls a group around a member gone in its first join)")
+		t.Logf("embedded broker: only members that own partitions and are not joining are killed or stopped (kfake stalls a group around a member gone while its join waits)")
 	}
 	var kills, leaves, restarts int
 	for _, ev := range planEvents(rng, *flagKills, brokerRestart, *flagStream) {

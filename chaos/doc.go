@@ -45,13 +45,18 @@
 // sets them.
 //
 // On kfake, classic members are killed, and stopped gracefully, only while
-// they own partitions (a graceful stop in the first join closes without
-// having left: kfake answers no LeaveGroup while the join waits):
-// kfake may keep a member that dies while its first JoinGroup as a new member
-// (its very first, or the one after it lost its partitions) waits in the join
-// barrier for ever (when it gives up on the answer to the dead connection, it
-// arms no session timer), and it restarts the rebalance deadline at every
-// join, so the group then answers no join again.
+// they own partitions and no JoinGroup of theirs is in flight (the member
+// keeps <stats>.joining for that time; a graceful stop in a join closes
+// without having left: kfake answers no LeaveGroup while the join waits):
+// kfake may keep a member that dies while its JoinGroup waits in the join
+// barrier (its very first, the one after it lost its partitions, or a
+// cooperative rejoin while it keeps them) for ever (when it gives up on the
+// answer to the dead connection, it arms no session timer), and it restarts
+// the rebalance deadline at every join, so the group then answers no join
+// again. Owning partitions alone let a kill through during a cooperative
+// rejoin, the likely start of the two stalls seen in CI runs before the
+// marker: every live member's JoinGroup timed out, again and again, for
+// minutes.
 // TestEmbeddedBrokerRestartsTheRebalanceDeadlineAtEveryJoin pins down the
 // second half (and fails once kfake changes it). The real broker's runs kill
 // and stop members at any point of their life. When a variant stalls anyway, the

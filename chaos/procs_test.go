@@ -260,10 +260,16 @@ func (g *group) memberStats() []consumer.Stats {
 }
 
 // owns reports whether p owns partitions, as far as the stats it last wrote
-// tell (at most 500 ms old): it is a member of the group's current
-// generation, not one waiting for its first join's answer (a member that
-// lost its partitions owns none until it joins again, as a new member).
+// tell (at most 500 ms old), and has no JoinGroup in flight: it is a member
+// of the group's current generation, not one waiting for its first join's
+// answer (a member that lost its partitions owns none until it joins again,
+// as a new member), nor one rejoining in a rebalance while it keeps its
+// partitions (the cooperative protocol). The member keeps the file
+// <stats>.joining while a JoinGroup of its own is in flight.
 func (g *group) owns(p *proc) bool {
+	if _, err := os.Stat(p.stats + ".joining"); err == nil {
+		return false
+	}
 	data, err := os.ReadFile(p.stats)
 	if err != nil {
 		return false

@@ -17,6 +17,9 @@
 // SIGTERM (or SIGINT) makes the member call Close: drain, commit, leave the
 // group, then exit 0. Every 500 ms, and at exit, it writes its consumer
 // Stats as JSON to -stats (temp file + rename, so a reader never sees half).
+// While a JoinGroup request of the member is on the wire or waiting for its
+// answer, the file <-stats>.joining exists: the driver does not kill or stop
+// a member then on the embedded broker (see joinMarker).
 //
 // The chaos test (chaos/chaos_test.go) builds and drives it; by hand:
 //
@@ -40,6 +43,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbatch/kbatch/batcher"
 	"github.com/kbatch/kbatch/consumer"
@@ -146,6 +150,7 @@ func run() error {
 			kgo.ClientID(*name),
 			kgo.SessionTimeout(*session),
 			kgo.HeartbeatInterval(*heartbeat),
+			kgo.WithHooks(newJoinMarker(*statsPath)),
 		},
 	}, handler)
 	if err != nil {
@@ -299,5 +304,55 @@ func writeStats(path string, st consumer.Stats, logger *slog.Logger) {
 	}
 	if err != nil {
 		logger.Warn("member: writing stats", "err", err)
+	}
+}
+
+// joinMarker keeps the file path in existence while a JoinGroup request of
+// the member is in flight: from the end of its write (the broker may hold it
+// from then on) to the end of the read of its answer, or of the read's
+// failure. kfake (the embedded broker) forgets a member that dies while its
+// JoinGroup waits in the join barrier only when a rebalance completes, arms
+// it no session timer, and restarts the rebalance deadline at every join: the
+// live members' joins, retried each time kgo gives up on an answer, then
+// keep the group from ever completing one. A member that owns partitions
+// under the cooperative protocol still joins at every rebalance, so owning
+// partitions alone does not make a kill safe there.
+type joinMarker struct {
+	path string
+	mu   sync.Mutex
+	n    int // JoinGroup requests in flight; under mu
+}
+
+func newJoinMarker(statsPath string) *joinMarker {
+	if statsPath == "" {
+		return &joinMarker{}
+	}
+	return &joinMarker{path: statsPath + ".joining"}
+}
+
+// OnBrokerWrite implements kgo.HookBrokerWrite.
+func (j *joinMarker) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key != int16(kmsg.JoinGroup) || err != nil || j.path == "" {
+		return // a failed write is never read: no answer to wait for
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.n++; j.n == 1 {
+		_ = os.WriteFile(j.path, nil, 0o644)
+	}
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead: kgo calls it for every request
+// it wrote, when the answer is read or the read fails.
+func (j *joinMarker) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, _ error) {
+	if key != int16(kmsg.JoinGroup) || j.path == "" {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.n > 0 {
+		if j.n--; j.n == 0 {
+			_ = os.Remove(j.path)
+		}
 	}
 }
