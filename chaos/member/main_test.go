@@ -11,13 +11,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbatch/kbatch/internal/kafkatest"
 )
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Run(m)) }
 
 // TestJoinMarkerIsThereWhileAJoinGroupWaits holds the member's JoinGroup in
 // the embedded broker and checks that the marker the chaos driver looks at
 // exists exactly while the join waits.
 func TestJoinMarkerIsThereWhileAJoinGroupWaits(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	c, err := kafkatest.NewEmbedded(kfake.SeedTopics(1, "t"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +81,17 @@ func TestJoinMarkerIsThereWhileAJoinGroupWaits(t *testing.T) {
 }
 
 func TestJoinMarkerWithoutStatsWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
 	j := newJoinMarker("")
 	j.OnBrokerWrite(kgo.BrokerMetadata{}, int16(kmsg.JoinGroup), 1, 0, 0, nil)
-	j.OnBrokerRead(kgo.BrokerMetadata{}, int16(kmsg.JoinGroup), 1, 0, 0, nil)
 	if j.path != "" {
 		t.Fatalf("path %q without -stats", j.path)
 	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+		t.Fatalf("files written without -stats: %v (%v)", ents, err)
+	}
+	j.OnBrokerRead(kgo.BrokerMetadata{}, int16(kmsg.JoinGroup), 1, 0, 0, nil)
 }
 
 func exists(path string) bool {
